@@ -1,0 +1,64 @@
+//! Administration: payloads, purge, stats.
+
+use pgrx::datum::{TimestampWithTimeZone, Uuid};
+use pgrx::prelude::*;
+use pgrx::JsonB;
+
+use crate::engine;
+use crate::error::OrRaise;
+use crate::{shmem, storage};
+
+/// The decrypted claims of the stored token with this row id (NULL when there is none).
+#[pg_extern(security_definer, stable)]
+#[search_path(pg_catalog, pg_temp)]
+fn jwt_payload(id: Uuid) -> Option<JsonB> {
+    engine::payload(super::uuid_bytes(id)).or_raise().map(JsonB)
+}
+
+/// Delete expired rows now (at most `max_rows` when given); returns how many.
+#[pg_extern(security_definer, volatile)]
+#[search_path(pg_catalog, pg_temp)]
+fn purge(max_rows: default!(Option<i64>, "NULL")) -> i64 {
+    engine::purge(max_rows).or_raise()
+}
+
+/// Token counts, rows per encryption key, purge figures, worker pids and verification outcomes.
+#[allow(clippy::type_complexity)]
+#[pg_extern(security_definer, stable)]
+#[search_path(pg_catalog, pg_temp)]
+fn stats() -> TableIterator<
+    'static,
+    (
+        name!(active, i64),
+        name!(revoked, i64),
+        name!(expired, i64),
+        name!(rows_per_key, JsonB),
+        name!(purged_total, i64),
+        name!(last_purge_at, Option<TimestampWithTimeZone>),
+        name!(last_purge_rows, i64),
+        name!(last_purge_ms, f64),
+        name!(worker_pids, Vec<i32>),
+        name!(verifications, JsonB),
+        name!(counters_shared, bool),
+    ),
+> {
+    let (active, revoked, expired, per_key) = storage::table_counts().or_raise();
+    let c = shmem::counters();
+    let (purged_total, last_at, last_rows, last_us) = c.purge_figures();
+    let last_at = last_at.map(|us| pgrx::datum::to_timestamp(us as f64 / 1e6));
+    let outcomes: serde_json::Map<_, _> =
+        c.outcomes().into_iter().map(|(k, v)| (k.to_owned(), serde_json::Value::from(v))).collect();
+    TableIterator::once((
+        active,
+        revoked,
+        expired,
+        per_key,
+        purged_total as i64,
+        last_at,
+        last_rows as i64,
+        last_us as f64 / 1000.0,
+        c.worker_pids(),
+        JsonB(serde_json::Value::Object(outcomes)),
+        shmem::shared(),
+    ))
+}

@@ -1,0 +1,346 @@
+//! What the SQL functions do, between the pure JWT/crypto code and the SPI in `storage.rs`.
+
+use serde_json::{Map, Value};
+
+use crate::crypto;
+use crate::error::{TsError, TsResult};
+use crate::gucs;
+use crate::jwt::{self, Alg, Parsed, Policy, Reason};
+use crate::keyring;
+use crate::shmem;
+use crate::storage::{self, KeyRow, NewToken};
+
+/// Seconds since the epoch, from the real clock (not the transaction start).
+pub fn now_secs() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0)
+}
+
+fn max_token_bytes() -> usize {
+    usize::try_from(gucs::MAX_TOKEN_BYTES.get()).unwrap_or(16_384)
+}
+
+fn parse(token: &str) -> TsResult<Parsed<'_>> {
+    jwt::parse(token, max_token_bytes()).map_err(TsError::InvalidToken)
+}
+
+/// Find the key the header names (or the candidates of its alg) and check the signature.
+fn authenticate<'a>(token: &'a str) -> TsResult<(Parsed<'a>, KeyRow)> {
+    let parsed = parse(token)?;
+    let alg = Alg::parse(&parsed.header.alg).ok_or(TsError::Rejected(Reason::AlgorithmNotAllowed))?;
+    let candidates = match &parsed.header.kid {
+        Some(kid) => {
+            let row = storage::key_by_kid(kid)?
+                .filter(|r| r.state != "retired")
+                .ok_or(TsError::Rejected(Reason::UnknownKey))?;
+            if row.alg != alg.as_str() {
+                return Err(TsError::Rejected(Reason::AlgorithmNotAllowed));
+            }
+            vec![row]
+        }
+        None => storage::keys_by_alg(alg.as_str())?,
+    };
+    if candidates.is_empty() {
+        return Err(TsError::Rejected(Reason::UnknownKey));
+    }
+    for row in candidates {
+        let key = keyring::loaded(&row)?;
+        if jwt::verify_signature(&parsed, &key) {
+            return Ok((parsed, row));
+        }
+    }
+    Err(TsError::Rejected(Reason::BadSignature))
+}
+
+/// A token that passed every check.
+pub struct Verified<'a> {
+    /// The token, its claims among it.
+    pub parsed: Parsed<'a>,
+    /// The key that verified it.
+    pub kid: String,
+    /// The stored row's id, when stored.
+    pub token_id: Option<[u8; 16]>,
+}
+
+/// Whether the storage check demands that the token be stored.
+#[derive(PartialEq, Clone, Copy)]
+pub enum Mode {
+    /// As `token_store.require_stored` says.
+    Verify,
+    /// For `jwt_store`: not being stored yet is the point.
+    Store,
+}
+
+fn setting_or(arg: Option<&str>, setting: &pgrx::guc::GucSetting<Option<std::ffi::CString>>) -> Option<String> {
+    arg.map(str::to_owned).or_else(|| gucs::nonempty(setting))
+}
+
+/// The whole verification: signature, claims, revocation, storage. Counted in `stats()`.
+pub fn verify<'a>(token: &'a str, audience: Option<&str>, issuer: Option<&str>, mode: Mode) -> TsResult<Verified<'a>> {
+    let result = verify_uncounted(token, audience, issuer, mode);
+    match &result {
+        Ok(_) => shmem::counters().count(Ok(())),
+        Err(TsError::Rejected(r)) => shmem::counters().count(Err(*r)),
+        Err(TsError::InvalidToken(_)) => shmem::counters().count(Err(Reason::Malformed)),
+        Err(_) => {}
+    }
+    result
+}
+
+fn verify_uncounted<'a>(
+    token: &'a str,
+    audience: Option<&str>,
+    issuer: Option<&str>,
+    mode: Mode,
+) -> TsResult<Verified<'a>> {
+    let (parsed, key) = authenticate(token)?;
+    let audience = setting_or(audience, &gucs::AUDIENCE);
+    let issuer = setting_or(issuer, &gucs::ISSUER);
+    let policy = Policy {
+        now: now_secs(),
+        leeway: f64::from(gucs::LEEWAY.get()),
+        audience: audience.as_deref(),
+        issuer: issuer.as_deref(),
+    };
+    jwt::check_claims(&parsed.claims, &policy).map_err(TsError::Rejected)?;
+    let hash = crypto::sha256(token.as_bytes());
+    let status = storage::token_status(&hash, parsed.claims.sub.as_deref())?;
+    if let Some((_, true)) = status.stored {
+        return Err(TsError::Rejected(Reason::Revoked));
+    }
+    if let Some(before) = status.subject_revoked_before {
+        // A token without iat cannot show it came after the revocation.
+        if parsed.claims.iat.is_none_or(|iat| iat <= before) {
+            return Err(TsError::Rejected(Reason::SubjectRevoked));
+        }
+    }
+    if status.stored.is_none() && mode == Mode::Verify && gucs::REQUIRE_STORED.get() {
+        return Err(TsError::Rejected(Reason::NotStored));
+    }
+    Ok(Verified { parsed, kid: key.kid, token_id: status.stored.map(|(id, _)| id) })
+}
+
+fn seal_payload(id: &[u8; 16], payload: &Map<String, Value>) -> TsResult<(Vec<u8>, String)> {
+    let (_, key) = keyring::current_key()?;
+    let plain = serde_json::to_vec(payload).map_err(|e| TsError::Internal(e.to_string()))?;
+    Ok((key.seal(id, &plain), key.fingerprint().to_owned()))
+}
+
+fn new_row_id() -> [u8; 16] {
+    *uuid::Uuid::new_v4().as_bytes()
+}
+
+/// Insert a row for a parsed, authenticated token; the id of the row now holding it.
+fn store_row(
+    what: &'static str,
+    token: &str,
+    parsed: &Parsed,
+    kid: &str,
+    revoked: bool,
+    reason: Option<&str>,
+) -> TsResult<Option<[u8; 16]>> {
+    let c = &parsed.claims;
+    let exp = c.exp.ok_or(TsError::Rejected(Reason::MissingExp))?;
+    let id = new_row_id();
+    let hash = crypto::sha256(token.as_bytes());
+    let (sealed, fingerprint) = seal_payload(&id, &parsed.payload)?;
+    storage::insert_token(
+        what,
+        &NewToken {
+            id,
+            hash: &hash,
+            jti: c.jti.as_deref(),
+            subject: c.sub.as_deref(),
+            issuer: c.iss.as_deref(),
+            kid: Some(kid),
+            issued_at: c.iat,
+            not_before: c.nbf,
+            expires_at: exp,
+            revoked,
+            revoke_reason: reason,
+            payload: &sealed,
+            fingerprint: &fingerprint,
+        },
+    )
+}
+
+/// `jwt_store`: verify, then store; the same token twice gives the same id.
+pub fn store(token: &str) -> TsResult<[u8; 16]> {
+    storage::ensure_primary("jwt_store")?;
+    let v = verify(token, None, None, Mode::Store)?;
+    if let Some(id) = v.token_id {
+        return Ok(id);
+    }
+    match store_row("jwt_store", token, &v.parsed, &v.kid, false, None)? {
+        Some(id) => Ok(id),
+        // stored concurrently by another session between our check and our insert
+        None => storage::token_status(&crypto::sha256(token.as_bytes()), None)?
+            .stored
+            .map(|(id, _)| id)
+            .ok_or_else(|| TsError::Internal("token vanished while being stored".into())),
+    }
+}
+
+fn interval_secs(months: i32, days: i32, micros: i64) -> f64 {
+    f64::from(months) * 30.0 * 86_400.0 + f64::from(days) * 86_400.0 + micros as f64 / 1e6
+}
+
+fn signing_row(kid: Option<&str>) -> TsResult<KeyRow> {
+    match kid {
+        Some(kid) => {
+            let row = storage::key_by_kid(kid)?
+                .ok_or_else(|| TsError::UndefinedObject(format!("key \"{kid}\" does not exist")))?;
+            if row.state != "active" {
+                return Err(TsError::NotInPrerequisiteState {
+                    message: format!("key \"{kid}\" is {}, not active", row.state),
+                    hint: Some("Only active keys sign; see token_store.set_key_state.".into()),
+                });
+            }
+            if !row.can_sign {
+                return Err(TsError::NotInPrerequisiteState {
+                    message: format!("key \"{kid}\" is a public key and cannot sign"),
+                    hint: None,
+                });
+            }
+            Ok(row)
+        }
+        None => storage::default_signing_key()?.ok_or_else(|| TsError::NotInPrerequisiteState {
+            message: "no active key can sign".into(),
+            hint: Some("Create one with token_store.create_key(kid, alg, key) or token_store.generate_key(kid, alg).".into()),
+        }),
+    }
+}
+
+/// `jwt_issue`: complete the claims, sign, store, return the token.
+pub fn issue(claims: &Value, ttl: (i32, i32, i64), kid: Option<&str>) -> TsResult<String> {
+    storage::ensure_primary("jwt_issue")?;
+    let mut payload = claims
+        .as_object()
+        .cloned()
+        .ok_or_else(|| TsError::param("claims must be a JSON object", format!("got {}", json_kind(claims))))?;
+    let ttl = interval_secs(ttl.0, ttl.1, ttl.2);
+    if !(ttl > 0.0) {
+        return Err(TsError::param("ttl must be positive", format!("got {ttl} seconds")));
+    }
+    let row = signing_row(kid)?;
+    let key = keyring::loaded(&row)?;
+    let now = now_secs().floor();
+    payload.entry("iat").or_insert_with(|| Value::from(now as i64));
+    if !payload.contains_key("exp") {
+        let exp = (now + ttl).floor();
+        if exp > jwt::MAX_NUMERIC_DATE {
+            return Err(TsError::param("ttl is too long", "exp would fall after the year 9999"));
+        }
+        payload.insert("exp".into(), Value::from(exp as i64));
+    }
+    payload.entry("jti").or_insert_with(|| Value::from(uuid::Uuid::new_v4().to_string()));
+    jwt::registered_claims(&payload).map_err(|why| TsError::param("invalid registered claim", why))?;
+    let token = jwt::sign(&key, &row.kid, &payload).map_err(TsError::Internal)?;
+    let parsed = parse(&token)?;
+    store_row("jwt_issue", &token, &parsed, &row.kid, false, None)?
+        .ok_or_else(|| TsError::Internal("a freshly issued token collided with a stored one".into()))?;
+    Ok(token)
+}
+
+fn json_kind(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+/// `jwt_revoke`: true if this call revoked it. An unstored, correctly signed token gets a revoked row.
+pub fn revoke(token: &str, reason: Option<&str>) -> TsResult<bool> {
+    storage::ensure_primary("jwt_revoke")?;
+    let (parsed, key) = authenticate(token)?;
+    let hash = crypto::sha256(token.as_bytes());
+    if let Some(changed) = storage::revoke_by_hash(&hash, reason)? {
+        return Ok(changed);
+    }
+    // Without exp the token can never verify, so there is nothing to deny.
+    if parsed.claims.exp.is_none() {
+        return Ok(false);
+    }
+    match store_row("jwt_revoke", token, &parsed, &key.kid, true, reason)? {
+        Some(_) => Ok(true),
+        None => Ok(storage::revoke_by_hash(&hash, reason)?.unwrap_or(false)),
+    }
+}
+
+/// `jwt_payload`: the decrypted claims of row `id`, or `None` when there is no such row.
+pub fn payload(id: [u8; 16]) -> TsResult<Option<Value>> {
+    let Some((sealed, fp)) = storage::payload(id)? else { return Ok(None) };
+    let plain = keyring::open(|| format!("payload of token {}", uuid::Uuid::from_bytes(id)), &fp, &id, &sealed)?;
+    serde_json::from_slice(&plain).map(Some).map_err(|e| TsError::Internal(format!("stored payload is not JSON: {e}")))
+}
+
+/// `purge`: delete expired rows in batches; returns how many.
+pub fn purge(max_rows: Option<i64>) -> TsResult<i64> {
+    storage::ensure_primary("purge")?;
+    let started = std::time::Instant::now();
+    let batch = i64::from(gucs::PURGE_BATCH_SIZE.get().max(1));
+    let grace = f64::from(gucs::PURGE_GRACE.get());
+    let mut total: i64 = 0;
+    loop {
+        let want = match max_rows {
+            Some(m) => batch.min(m - total),
+            None => batch,
+        };
+        if want <= 0 {
+            break;
+        }
+        let n = storage::purge_batch(want, grace)? as i64;
+        total += n;
+        if n < want {
+            break;
+        }
+    }
+    shmem::counters().record_purge(total as u64, (now_secs() * 1e6) as i64, started.elapsed().as_micros() as u64);
+    Ok(total)
+}
+
+/// `create_key`: parse, seal and store a key; returns its kid.
+pub fn create_key(kid: &str, alg: &str, key: &str) -> TsResult<String> {
+    storage::ensure_primary("create_key")?;
+    let alg = Alg::parse(alg).ok_or_else(|| {
+        TsError::param(
+            format!("unknown algorithm \"{alg}\""),
+            format!(
+                "alg must be one of {}",
+                Alg::ALL.iter().map(|a| a.as_str()).collect::<Vec<_>>().join(" ")
+            ),
+        )
+    })?;
+    if kid.is_empty() || kid.len() > 256 {
+        return Err(TsError::param("invalid kid", "a kid is 1 to 256 bytes"));
+    }
+    let material = jwt::parse_key_material(alg, key).map_err(|why| TsError::param("invalid key material", why))?;
+    jwt::load_key(alg, &material).map_err(|why| TsError::param("invalid key material", why))?;
+    let (_, enc) = keyring::current_key()?;
+    let sealed = enc.seal(&keyring::key_aad(kid), &material.bytes);
+    if !storage::insert_key(kid, alg.as_str(), material.can_sign, &sealed, enc.fingerprint())? {
+        return Err(TsError::Duplicate(format!("key \"{kid}\" already exists")));
+    }
+    Ok(kid.to_owned())
+}
+
+/// `set_key_state`.
+pub fn set_key_state(kid: &str, state: &str) -> TsResult<()> {
+    if !matches!(state, "active" | "verify_only" | "retired") {
+        return Err(TsError::param(
+            format!("invalid key state \"{state}\""),
+            "state must be active, verify_only or retired",
+        ));
+    }
+    storage::ensure_primary("set_key_state")?;
+    if !storage::set_key_state(kid, state)? {
+        return Err(TsError::UndefinedObject(format!("key \"{kid}\" does not exist")));
+    }
+    Ok(())
+}

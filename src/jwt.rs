@@ -1,0 +1,631 @@
+//! JWS compact tokens: parsing, claim policy, signing and signature checks.
+//! Pure Rust; knows nothing of PostgreSQL.
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey};
+use serde::de::{Deserialize, Deserializer, MapAccess, Visitor};
+use serde_json::{Map, Value};
+
+/// Smallest and largest NumericDate we accept: years 1 to 9999, which PostgreSQL's
+/// timestamptz also holds, so every accepted time can be stored.
+pub const MIN_NUMERIC_DATE: f64 = -62_135_596_800.0;
+/// See [`MIN_NUMERIC_DATE`].
+pub const MAX_NUMERIC_DATE: f64 = 253_402_300_799.0;
+
+/// The JWS algorithms the contract accepts. `none` is not one of them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[allow(clippy::upper_case_acronyms)]
+pub enum Alg {
+    HS256,
+    HS384,
+    HS512,
+    RS256,
+    RS384,
+    RS512,
+    PS256,
+    PS384,
+    PS512,
+    ES256,
+    ES384,
+    EdDSA,
+}
+
+impl Alg {
+    /// Every accepted algorithm, in the contract's order.
+    pub const ALL: [Alg; 12] = [
+        Alg::HS256,
+        Alg::HS384,
+        Alg::HS512,
+        Alg::RS256,
+        Alg::RS384,
+        Alg::RS512,
+        Alg::PS256,
+        Alg::PS384,
+        Alg::PS512,
+        Alg::ES256,
+        Alg::ES384,
+        Alg::EdDSA,
+    ];
+
+    /// Exact, case-sensitive match of a header or argument `alg`.
+    pub fn parse(s: &str) -> Option<Alg> {
+        Alg::ALL.into_iter().find(|a| a.as_str() == s)
+    }
+
+    /// The registered JWA name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Alg::HS256 => "HS256",
+            Alg::HS384 => "HS384",
+            Alg::HS512 => "HS512",
+            Alg::RS256 => "RS256",
+            Alg::RS384 => "RS384",
+            Alg::RS512 => "RS512",
+            Alg::PS256 => "PS256",
+            Alg::PS384 => "PS384",
+            Alg::PS512 => "PS512",
+            Alg::ES256 => "ES256",
+            Alg::ES384 => "ES384",
+            Alg::EdDSA => "EdDSA",
+        }
+    }
+
+    /// HMAC algorithms use one shared secret to sign and verify.
+    pub fn is_hmac(self) -> bool {
+        matches!(self, Alg::HS256 | Alg::HS384 | Alg::HS512)
+    }
+
+    /// Smallest HMAC secret RFC 7518 section 3.2 allows: the hash output size.
+    pub fn min_secret_bytes(self) -> usize {
+        match self {
+            Alg::HS384 => 48,
+            Alg::HS512 => 64,
+            _ => 32,
+        }
+    }
+
+    fn to_jsonwebtoken(self) -> Algorithm {
+        match self {
+            Alg::HS256 => Algorithm::HS256,
+            Alg::HS384 => Algorithm::HS384,
+            Alg::HS512 => Algorithm::HS512,
+            Alg::RS256 => Algorithm::RS256,
+            Alg::RS384 => Algorithm::RS384,
+            Alg::RS512 => Algorithm::RS512,
+            Alg::PS256 => Algorithm::PS256,
+            Alg::PS384 => Algorithm::PS384,
+            Alg::PS512 => Algorithm::PS512,
+            Alg::ES256 => Algorithm::ES256,
+            Alg::ES384 => Algorithm::ES384,
+            Alg::EdDSA => Algorithm::EdDSA,
+        }
+    }
+}
+
+/// Why a token was refused. The strings are the contract's reason codes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Reason {
+    BadSignature,
+    UnknownKey,
+    AlgorithmNotAllowed,
+    MissingExp,
+    Expired,
+    NotYetValid,
+    WrongAudience,
+    WrongIssuer,
+    Revoked,
+    SubjectRevoked,
+    NotStored,
+    Malformed,
+}
+
+impl Reason {
+    /// Every reason, in a fixed order (also the order of the outcome counters).
+    pub const ALL: [Reason; 12] = [
+        Reason::BadSignature,
+        Reason::UnknownKey,
+        Reason::AlgorithmNotAllowed,
+        Reason::MissingExp,
+        Reason::Expired,
+        Reason::NotYetValid,
+        Reason::WrongAudience,
+        Reason::WrongIssuer,
+        Reason::Revoked,
+        Reason::SubjectRevoked,
+        Reason::NotStored,
+        Reason::Malformed,
+    ];
+
+    /// The contract's reason code.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reason::BadSignature => "bad_signature",
+            Reason::UnknownKey => "unknown_key",
+            Reason::AlgorithmNotAllowed => "algorithm_not_allowed",
+            Reason::MissingExp => "missing_exp",
+            Reason::Expired => "expired",
+            Reason::NotYetValid => "not_yet_valid",
+            Reason::WrongAudience => "wrong_audience",
+            Reason::WrongIssuer => "wrong_issuer",
+            Reason::Revoked => "revoked",
+            Reason::SubjectRevoked => "subject_revoked",
+            Reason::NotStored => "not_stored",
+            Reason::Malformed => "malformed",
+        }
+    }
+
+    /// Position in [`Reason::ALL`].
+    pub fn index(self) -> usize {
+        Reason::ALL.iter().position(|r| *r == self).expect("listed")
+    }
+}
+
+/// The protected header members we act on.
+#[derive(Debug, Clone)]
+pub struct Header {
+    /// `alg` exactly as written; may be one we refuse.
+    pub alg: String,
+    /// `kid`, when present.
+    pub kid: Option<String>,
+}
+
+/// The registered claims, pulled out of the payload once and type-checked.
+#[derive(Debug, Clone, Default)]
+pub struct Claims {
+    pub exp: Option<f64>,
+    pub nbf: Option<f64>,
+    pub iat: Option<f64>,
+    pub sub: Option<String>,
+    pub iss: Option<String>,
+    pub jti: Option<String>,
+    pub aud: Vec<String>,
+}
+
+/// A token split, decoded and type-checked, but not yet verified.
+#[derive(Debug)]
+pub struct Parsed<'a> {
+    pub header: Header,
+    pub claims: Claims,
+    /// The payload as a JSON object.
+    pub payload: Map<String, Value>,
+    /// `base64url(header) "." base64url(payload)`: the bytes the signature covers.
+    pub signing_input: &'a str,
+    /// The third part, still base64url.
+    pub signature: &'a str,
+}
+
+/// A JSON object that refuses duplicate member names, so no two readers can see different
+/// claims in the same token (RFC 7515 section 5.2 lets us reject them).
+struct StrictObject(Map<String, Value>);
+
+impl<'de> Deserialize<'de> for StrictObject {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = StrictObject;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut m: A) -> Result<StrictObject, A::Error> {
+                let mut out = Map::new();
+                while let Some((k, v)) = m.next_entry::<String, Value>()? {
+                    if out.contains_key(&k) {
+                        return Err(serde::de::Error::custom("duplicate member name"));
+                    }
+                    out.insert(k, v);
+                }
+                Ok(StrictObject(out))
+            }
+        }
+        d.deserialize_map(V)
+    }
+}
+
+fn decode_part(part: &str, what: &str) -> Result<Vec<u8>, String> {
+    URL_SAFE_NO_PAD.decode(part).map_err(|_| format!("{what} is not base64url"))
+}
+
+fn decode_object(part: &str, what: &str) -> Result<Map<String, Value>, String> {
+    let bytes = decode_part(part, what)?;
+    let s = std::str::from_utf8(&bytes).map_err(|_| format!("{what} is not UTF-8"))?;
+    serde_json::from_str::<StrictObject>(s)
+        .map(|o| o.0)
+        .map_err(|e| format!("{what} is not a JSON object: {}", sanitize_serde_error(&e)))
+}
+
+// serde's messages can quote input text; keep only the category and position.
+fn sanitize_serde_error(e: &serde_json::Error) -> String {
+    use serde_json::error::Category;
+    let what = match e.classify() {
+        Category::Io => "read error",
+        Category::Syntax => "syntax error",
+        Category::Data => {
+            if e.to_string().contains("duplicate member") {
+                "duplicate member name"
+            } else {
+                "not an object"
+            }
+        }
+        Category::Eof => "unexpected end",
+    };
+    format!("{what} at column {}", e.column())
+}
+
+fn numeric_date(v: Option<&Value>, name: &str) -> Result<Option<f64>, String> {
+    match v {
+        None => Ok(None),
+        Some(Value::Number(n)) => {
+            let f = n.as_f64().ok_or_else(|| format!("{name} is not a number"))?;
+            if !f.is_finite() || !(MIN_NUMERIC_DATE..=MAX_NUMERIC_DATE).contains(&f) {
+                return Err(format!("{name} is out of range"));
+            }
+            Ok(Some(f))
+        }
+        Some(_) => Err(format!("{name} is not a number")),
+    }
+}
+
+fn string_claim(v: Option<&Value>, name: &str) -> Result<Option<String>, String> {
+    match v {
+        None => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s.clone())),
+        Some(_) => Err(format!("{name} is not a string")),
+    }
+}
+
+/// Pull the registered claims out of a payload object, checking their types.
+pub fn registered_claims(payload: &Map<String, Value>) -> Result<Claims, String> {
+    let aud = match payload.get("aud") {
+        None => vec![],
+        Some(Value::String(s)) => vec![s.clone()],
+        Some(Value::Array(items)) => items
+            .iter()
+            .map(|i| i.as_str().map(str::to_owned).ok_or_else(|| "aud is not a string or an array of strings".to_owned()))
+            .collect::<Result<_, _>>()?,
+        Some(_) => return Err("aud is not a string or an array of strings".into()),
+    };
+    Ok(Claims {
+        exp: numeric_date(payload.get("exp"), "exp")?,
+        nbf: numeric_date(payload.get("nbf"), "nbf")?,
+        iat: numeric_date(payload.get("iat"), "iat")?,
+        sub: string_claim(payload.get("sub"), "sub")?,
+        iss: string_claim(payload.get("iss"), "iss")?,
+        jti: string_claim(payload.get("jti"), "jti")?,
+        aud,
+    })
+}
+
+/// Split and decode a compact JWS. The error says what is wrong without quoting the token.
+pub fn parse(token: &str, max_bytes: usize) -> Result<Parsed<'_>, String> {
+    if token.len() > max_bytes {
+        return Err(format!("token is {} bytes, longer than token_store.max_token_bytes ({max_bytes})", token.len()));
+    }
+    if token.is_empty() {
+        return Err("token is empty".into());
+    }
+    let mut parts = token.splitn(4, '.');
+    let (h, p, s) = match (parts.next(), parts.next(), parts.next(), parts.next()) {
+        (Some(h), Some(p), Some(s), None) => (h, p, s),
+        _ => return Err("expected three base64url parts separated by dots".into()),
+    };
+    if !s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') || s.is_empty() {
+        return Err("signature is not base64url".into());
+    }
+    let header_obj = decode_object(h, "header")?;
+    let alg = match header_obj.get("alg") {
+        Some(Value::String(a)) => a.clone(),
+        Some(_) => return Err("header alg is not a string".into()),
+        None => return Err("header has no alg".into()),
+    };
+    let kid = match header_obj.get("kid") {
+        None => None,
+        Some(Value::String(k)) => Some(k.clone()),
+        Some(_) => return Err("header kid is not a string".into()),
+    };
+    // We implement no extension headers, so any critical one is one we do not understand.
+    if header_obj.contains_key("crit") {
+        return Err("header has a crit member this server does not understand".into());
+    }
+    let payload = decode_object(p, "payload")?;
+    let claims = registered_claims(&payload)?;
+    Ok(Parsed {
+        header: Header { alg, kid },
+        claims,
+        payload,
+        signing_input: &token[..h.len() + 1 + p.len()],
+        signature: s,
+    })
+}
+
+/// What a verification demands of the claims.
+#[derive(Debug, Clone)]
+pub struct Policy<'a> {
+    /// Seconds since the epoch.
+    pub now: f64,
+    /// Allowed clock skew in seconds.
+    pub leeway: f64,
+    /// `aud` the token must list, when set.
+    pub audience: Option<&'a str>,
+    /// `iss` the token must carry, when set.
+    pub issuer: Option<&'a str>,
+}
+
+/// Time and audience/issuer checks (RFC 7519 section 4.1).
+pub fn check_claims(c: &Claims, p: &Policy) -> Result<(), Reason> {
+    let exp = c.exp.ok_or(Reason::MissingExp)?;
+    if p.now >= exp + p.leeway {
+        return Err(Reason::Expired);
+    }
+    if let Some(nbf) = c.nbf {
+        if p.now + p.leeway < nbf {
+            return Err(Reason::NotYetValid);
+        }
+    }
+    if let Some(iat) = c.iat {
+        if iat > p.now + p.leeway {
+            return Err(Reason::NotYetValid);
+        }
+    }
+    if let Some(aud) = p.audience {
+        if !c.aud.iter().any(|a| a == aud) {
+            return Err(Reason::WrongAudience);
+        }
+    }
+    if let Some(iss) = p.issuer {
+        if c.iss.as_deref() != Some(iss) {
+            return Err(Reason::WrongIssuer);
+        }
+    }
+    Ok(())
+}
+
+/// A key ready to use: parsed once, then cached by the caller.
+pub struct LoadedKey {
+    pub alg: Alg,
+    pub decoding: DecodingKey,
+    pub encoding: Option<EncodingKey>,
+}
+
+/// Key material as stored: the canonical bytes to encrypt and what they can do.
+#[derive(Debug)]
+pub struct KeyMaterial {
+    /// Canonical form (the raw secret for HMAC).
+    pub bytes: Vec<u8>,
+    /// Whether this key can sign (an HMAC secret or a private key).
+    pub can_sign: bool,
+}
+
+/// Read `create_key`'s `key` argument for `alg`. Errors never quote the material.
+pub fn parse_key_material(alg: Alg, text: &str) -> Result<KeyMaterial, String> {
+    let jwk = serde_json::from_str::<Value>(text)
+        .ok()
+        .filter(|v| v.as_object().is_some_and(|o| o.contains_key("kty")));
+    if alg.is_hmac() {
+        let secret = match jwk {
+            Some(v) => oct_secret(&v)?,
+            None => text.as_bytes().to_vec(),
+        };
+        if secret.len() < alg.min_secret_bytes() {
+            return Err(format!(
+                "{} needs a secret of at least {} bytes (RFC 7518 section 3.2), this one has {}",
+                alg.as_str(),
+                alg.min_secret_bytes(),
+                secret.len()
+            ));
+        }
+        return Ok(KeyMaterial { bytes: secret, can_sign: true });
+    }
+    Err(format!("algorithm {} is not supported by this build yet", alg.as_str()))
+}
+
+fn oct_secret(jwk: &Value) -> Result<Vec<u8>, String> {
+    let o = jwk.as_object().expect("checked by caller");
+    if o.get("kty").and_then(Value::as_str) != Some("oct") {
+        return Err("an HMAC key given as a JWK must have kty \"oct\"".into());
+    }
+    let k = o.get("k").and_then(Value::as_str).ok_or("the oct JWK has no \"k\" member")?;
+    URL_SAFE_NO_PAD.decode(k).map_err(|_| "the oct JWK's \"k\" is not base64url".into())
+}
+
+/// Build the usable key from stored material.
+pub fn load_key(alg: Alg, material: &KeyMaterial) -> Result<LoadedKey, String> {
+    if alg.is_hmac() {
+        return Ok(LoadedKey {
+            alg,
+            decoding: DecodingKey::from_secret(&material.bytes).map_err(|e| e.to_string())?,
+            encoding: Some(EncodingKey::from_secret(&material.bytes).map_err(|e| e.to_string())?),
+        });
+    }
+    Err(format!("algorithm {} is not supported by this build yet", alg.as_str()))
+}
+
+/// Check the signature of `token` with `key`. Only the signature: claims are separate.
+pub fn verify_signature(token: &Parsed, key: &LoadedKey) -> bool {
+    jsonwebtoken::crypto::verify(
+        token.signature,
+        token.signing_input.as_bytes(),
+        &key.decoding,
+        key.alg.to_jsonwebtoken(),
+    )
+    .unwrap_or(false)
+}
+
+/// Make a compact JWS of `payload` with header `{"alg","typ":"JWT","kid"}`.
+pub fn sign(key: &LoadedKey, kid: &str, payload: &Map<String, Value>) -> Result<String, String> {
+    let enc = key.encoding.as_ref().ok_or("this key cannot sign")?;
+    let header = serde_json::json!({"alg": key.alg.as_str(), "typ": "JWT", "kid": kid});
+    let mut out = URL_SAFE_NO_PAD.encode(serde_json::to_vec(&header).expect("serialisable"));
+    out.push('.');
+    out.push_str(&URL_SAFE_NO_PAD.encode(serde_json::to_vec(payload).expect("serialisable")));
+    let sig = jsonwebtoken::crypto::sign(out.as_bytes(), enc, key.alg.to_jsonwebtoken())
+        .map_err(|e| format!("signing failed: {e}"))?;
+    out.push('.');
+    out.push_str(&sig);
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SECRET: &[u8] = b"0123456789abcdef0123456789abcdef";
+
+    fn hs256() -> LoadedKey {
+        load_key(Alg::HS256, &KeyMaterial { bytes: SECRET.to_vec(), can_sign: true }).unwrap()
+    }
+
+    fn claims(v: Value) -> Map<String, Value> {
+        v.as_object().unwrap().clone()
+    }
+
+    fn policy(now: f64) -> Policy<'static> {
+        Policy { now, leeway: 30.0, audience: None, issuer: None }
+    }
+
+    #[test]
+    fn alg_names_are_exact() {
+        for a in Alg::ALL {
+            assert_eq!(Alg::parse(a.as_str()), Some(a));
+        }
+        for bad in ["none", "None", "hs256", "HS256 ", "RS1", "ES512", ""] {
+            assert_eq!(Alg::parse(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn sign_then_parse_and_verify() {
+        let k = hs256();
+        let t = sign(&k, "k1", &claims(serde_json::json!({"sub":"alice","exp":2000000000,"aud":["a","b"]}))).unwrap();
+        let p = parse(&t, 16384).unwrap();
+        assert_eq!(p.header.alg, "HS256");
+        assert_eq!(p.header.kid.as_deref(), Some("k1"));
+        assert_eq!(p.claims.sub.as_deref(), Some("alice"));
+        assert_eq!(p.claims.aud, vec!["a", "b"]);
+        assert!(verify_signature(&p, &k));
+        let other = load_key(Alg::HS256, &KeyMaterial { bytes: vec![b'x'; 32], can_sign: true }).unwrap();
+        assert!(!verify_signature(&p, &other));
+    }
+
+    #[test]
+    fn rfc7515_a1_hs256_signature_verifies() {
+        // RFC 7515 appendix A.1: the JWK's k and the token, verbatim.
+        let k = "AyM1SysPpbyDfgZld3umj1qzKObwVMkoqQ-EstJQLr_T-1qS0gZH75aKtMN3Yj0iPS4hcgUuTwjAzZr1Z9CAow";
+        let token = "eyJ0eXAiOiJKV1QiLA0KICJhbGciOiJIUzI1NiJ9.eyJpc3MiOiJqb2UiLA0KICJleHAiOjEzMDA4MTkzODAsDQogImh0dHA6Ly9leGFtcGxlLmNvbS9pc19yb290Ijp0cnVlfQ.dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk";
+        let jwk = format!(r#"{{"kty":"oct","k":"{k}"}}"#);
+        let m = parse_key_material(Alg::HS256, &jwk).unwrap();
+        assert_eq!(m.bytes.len(), 64);
+        let key = load_key(Alg::HS256, &m).unwrap();
+        let p = parse(token, 16384).unwrap();
+        assert!(verify_signature(&p, &key));
+        assert_eq!(p.claims.iss.as_deref(), Some("joe"));
+        assert_eq!(check_claims(&p.claims, &policy(1_700_000_000.0)), Err(Reason::Expired));
+    }
+
+    #[test]
+    fn tampering_breaks_the_signature() {
+        let k = hs256();
+        let t = sign(&k, "k1", &claims(serde_json::json!({"sub":"alice","exp":2000000000}))).unwrap();
+        let forged_payload = URL_SAFE_NO_PAD.encode(br#"{"sub":"admin","exp":2000000000}"#);
+        let parts: Vec<&str> = t.split('.').collect();
+        let forged = format!("{}.{}.{}", parts[0], forged_payload, parts[2]);
+        let p = parse(&forged, 16384).unwrap();
+        assert!(!verify_signature(&p, &k));
+        // flip a character of the signature
+        let mut sig = parts[2].to_owned();
+        let c = if sig.starts_with('A') { "B" } else { "A" };
+        sig.replace_range(0..1, c);
+        let forged = format!("{}.{}.{}", parts[0], parts[1], sig);
+        assert!(!verify_signature(&parse(&forged, 16384).unwrap(), &k));
+    }
+
+    #[test]
+    fn malformed_inputs_are_refused_with_a_reason() {
+        let h = URL_SAFE_NO_PAD.encode(br#"{"alg":"HS256"}"#);
+        let p = URL_SAFE_NO_PAD.encode(br#"{"exp":1}"#);
+        let cases = [
+            ("".to_owned(), "empty"),
+            ("a.b".to_owned(), "three"),
+            ("a.b.c.d".to_owned(), "three"),
+            (format!("{h}.{p}."), "signature"),
+            (format!("{h}.{p}.a+b"), "signature"),
+            (format!("!!.{p}.abc"), "base64url"),
+            (format!("{}.{p}.abc", URL_SAFE_NO_PAD.encode(b"[1,2]")), "object"),
+            (format!("{}.{p}.abc", URL_SAFE_NO_PAD.encode([0xff, 0xfe])), "UTF-8"),
+            (format!("{}.{p}.abc", URL_SAFE_NO_PAD.encode(br#"{"alg":"HS256","alg":"none"}"#)), "duplicate"),
+            (format!("{}.{p}.abc", URL_SAFE_NO_PAD.encode(br#"{"typ":"JWT"}"#)), "no alg"),
+            (format!("{}.{p}.abc", URL_SAFE_NO_PAD.encode(br#"{"alg":"HS256","crit":["b64"]}"#)), "crit"),
+            (format!("{h}.{}.abc", URL_SAFE_NO_PAD.encode(br#"{"exp":"tomorrow"}"#)), "exp is not a number"),
+            (format!("{h}.{}.abc", URL_SAFE_NO_PAD.encode(br#"{"exp":1e300}"#)), "out of range"),
+            (format!("{h}.{}.abc", URL_SAFE_NO_PAD.encode(br#"{"exp":1,"aud":5}"#)), "aud"),
+            (format!("{h}.{}.abc", URL_SAFE_NO_PAD.encode(br#"{"exp":1,"sub":5}"#)), "sub"),
+        ];
+        for (tok, want) in cases {
+            let err = parse(&tok, 16384).unwrap_err();
+            assert!(err.contains(want), "{tok}: {err}");
+        }
+        let long = "a".repeat(20);
+        assert!(parse(&long, 10).unwrap_err().contains("max_token_bytes"));
+    }
+
+    #[test]
+    fn deep_nesting_is_an_error_not_a_stack_overflow() {
+        let h = URL_SAFE_NO_PAD.encode(br#"{"alg":"HS256"}"#);
+        let deep = format!("{{\"x\":{}1{}}}", "[".repeat(100_000), "]".repeat(100_000));
+        let t = format!("{h}.{}.abc", URL_SAFE_NO_PAD.encode(deep));
+        assert!(parse(&t, usize::MAX).is_err());
+    }
+
+    #[test]
+    fn claim_policy() {
+        let now = 1_000_000.0;
+        let base = Claims { exp: Some(now + 100.0), ..Default::default() };
+        assert_eq!(check_claims(&base, &policy(now)), Ok(()));
+        assert_eq!(check_claims(&Claims::default(), &policy(now)), Err(Reason::MissingExp));
+        let expired = Claims { exp: Some(now - 31.0), ..Default::default() };
+        assert_eq!(check_claims(&expired, &policy(now)), Err(Reason::Expired));
+        let within_leeway = Claims { exp: Some(now - 29.0), ..Default::default() };
+        assert_eq!(check_claims(&within_leeway, &policy(now)), Ok(()));
+        let nbf = Claims { nbf: Some(now + 31.0), ..base.clone() };
+        assert_eq!(check_claims(&nbf, &policy(now)), Err(Reason::NotYetValid));
+        let iat = Claims { iat: Some(now + 31.0), ..base.clone() };
+        assert_eq!(check_claims(&iat, &policy(now)), Err(Reason::NotYetValid));
+        let aud = Claims { aud: vec!["x".into(), "y".into()], ..base.clone() };
+        let want_y = Policy { audience: Some("y"), ..policy(now) };
+        let want_z = Policy { audience: Some("z"), ..policy(now) };
+        assert_eq!(check_claims(&aud, &want_y), Ok(()));
+        assert_eq!(check_claims(&aud, &want_z), Err(Reason::WrongAudience));
+        assert_eq!(check_claims(&base, &want_y), Err(Reason::WrongAudience));
+        let iss = Claims { iss: Some("me".into()), ..base.clone() };
+        assert_eq!(check_claims(&iss, &Policy { issuer: Some("me"), ..policy(now) }), Ok(()));
+        assert_eq!(check_claims(&iss, &Policy { issuer: Some("you"), ..policy(now) }), Err(Reason::WrongIssuer));
+        assert_eq!(check_claims(&base, &Policy { issuer: Some("me"), ..policy(now) }), Err(Reason::WrongIssuer));
+    }
+
+    #[test]
+    fn hmac_material() {
+        assert!(parse_key_material(Alg::HS256, "short").unwrap_err().contains("at least 32 bytes"));
+        assert!(parse_key_material(Alg::HS512, &"x".repeat(63)).is_err());
+        assert_eq!(parse_key_material(Alg::HS512, &"x".repeat(64)).unwrap().bytes.len(), 64);
+        let err = parse_key_material(Alg::HS256, r#"{"kty":"RSA","n":"abc"}"#).unwrap_err();
+        assert!(err.contains("oct"), "{err}");
+        assert!(parse_key_material(Alg::HS256, r#"{"kty":"oct"}"#).is_err());
+        assert!(parse_key_material(Alg::HS256, r#"{"kty":"oct","k":"!!"}"#).is_err());
+        // a JSON value that is not a JWK is just a secret
+        let m = parse_key_material(Alg::HS256, r#"{"not":"a jwk but long enough....."}"#).unwrap();
+        assert!(m.can_sign);
+        // errors never echo the secret
+        let e = parse_key_material(Alg::HS256, "hunter2").unwrap_err();
+        assert!(!e.contains("hunter2"));
+    }
+
+    #[test]
+    fn reasons_are_the_contract_codes() {
+        let names: Vec<_> = Reason::ALL.iter().map(|r| r.as_str()).collect();
+        assert_eq!(names.len(), 12);
+        for (i, r) in Reason::ALL.iter().enumerate() {
+            assert_eq!(r.index(), i);
+        }
+        assert!(names.contains(&"subject_revoked") && names.contains(&"not_stored"));
+    }
+}

@@ -1,0 +1,50 @@
+//! token_store: JSON Web Tokens kept inside PostgreSQL.
+//!
+//! This file only wires the modules together and registers what `_PG_init` must.
+
+use pgrx::prelude::*;
+
+mod api;
+pub mod crypto;
+mod engine;
+mod error;
+mod gucs;
+pub mod jwt;
+mod keyring;
+mod shmem;
+mod storage;
+mod worker;
+
+::pgrx::pg_module_magic!();
+
+extension_sql_file!("../sql/schema.sql", name = "schema", bootstrap);
+extension_sql_file!("../sql/finalize.sql", name = "finalize", finalize);
+
+/// Register the settings; when preloaded, also the shared counters and the purge workers.
+#[pg_guard]
+pub extern "C-unwind" fn _PG_init() {
+    gucs::init();
+    // SAFETY: a plain read of a flag the postmaster sets before loading preloaded libraries.
+    if unsafe { pg_sys::process_shared_preload_libraries_in_progress } {
+        shmem::init();
+        worker::register();
+    }
+}
+
+#[cfg(any(test, feature = "pg_test"))]
+mod pg_tests;
+
+/// Settings the `#[pg_test]` cluster starts with.
+#[cfg(test)]
+pub mod pg_test {
+    pub fn setup(_options: Vec<&str>) {}
+
+    pub fn postgresql_conf_options() -> Vec<&'static str> {
+        vec![
+            "shared_preload_libraries = 'token_store'",
+            "token_store.encryption_key = '000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f'",
+            "token_store.databases = 'pgrx_tests'",
+            "token_store.purge_interval = 0",
+        ]
+    }
+}

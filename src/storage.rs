@@ -1,0 +1,309 @@
+//! All SQL the extension runs: fixed statements with bind parameters, planned once per backend.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::rc::Rc;
+
+use pgrx::datum::{DatumWithOid, Uuid};
+use pgrx::pg_sys::{self, PgBuiltInOids as T, PgOid};
+use pgrx::spi::{OwnedPreparedStatement, SpiClient, SpiTupleTable};
+use pgrx::{JsonB, Spi};
+
+use crate::error::{TsError, TsResult};
+
+/// `SELECT <key columns> FROM token_store.signing_keys <rest>`, built at compile time.
+macro_rules! key_select {
+    ($rest:literal) => {
+        concat!(
+            "SELECT kid, alg, state, can_sign, version, material, key_fingerprint \
+             FROM token_store.signing_keys ",
+            $rest
+        )
+    };
+}
+
+thread_local! {
+    static PLANS: RefCell<HashMap<&'static str, Rc<OwnedPreparedStatement>>> = RefCell::new(HashMap::new());
+}
+
+fn plan(client: &SpiClient<'_>, sql: &'static str, types: &[T], mutating: bool) -> TsResult<Rc<OwnedPreparedStatement>> {
+    if let Some(p) = PLANS.with_borrow(|m| m.get(sql).cloned()) {
+        return Ok(p);
+    }
+    let types: Vec<PgOid> = types.iter().map(|t| PgOid::BuiltIn(*t)).collect();
+    let prepared = if mutating { client.prepare_mut(sql, &types)? } else { client.prepare(sql, &types)? };
+    let p = Rc::new(prepared.keep());
+    PLANS.with_borrow_mut(|m| m.insert(sql, p.clone()));
+    Ok(p)
+}
+
+/// Run a read-only statement. Takes no transaction id, so it works on a hot standby.
+fn read<R>(
+    sql: &'static str,
+    types: &[T],
+    args: &[DatumWithOid],
+    f: impl FnOnce(SpiTupleTable<'_>) -> TsResult<R>,
+) -> TsResult<R> {
+    Spi::connect(|client| {
+        let p = plan(client, sql, types, false)?;
+        f(client.select(&*p, None, args)?)
+    })
+}
+
+/// Run a writing statement; 25006 on a hot standby, before anything is attempted.
+fn write<R>(
+    what: &'static str,
+    sql: &'static str,
+    types: &[T],
+    args: &[DatumWithOid],
+    f: impl FnOnce(SpiTupleTable<'_>) -> TsResult<R>,
+) -> TsResult<R> {
+    ensure_primary(what)?;
+    Spi::connect_mut(|client| {
+        let p = plan(client, sql, types, true)?;
+        f(client.update(&*p, None, args)?)
+    })
+}
+
+/// 25006 when this server is a hot standby.
+pub fn ensure_primary(what: &'static str) -> TsResult<()> {
+    // SAFETY: RecoveryInProgress only reads shared state and is callable from any backend.
+    if unsafe { pg_sys::RecoveryInProgress() } {
+        return Err(TsError::ReadOnly(what));
+    }
+    Ok(())
+}
+
+fn uuid(bytes: [u8; 16]) -> Uuid {
+    Uuid::from_bytes(bytes)
+}
+
+/// A `signing_keys` row, material still sealed.
+#[derive(Debug, Clone)]
+pub struct KeyRow {
+    pub kid: String,
+    pub alg: String,
+    pub state: String,
+    pub can_sign: bool,
+    pub version: i64,
+    pub material: Vec<u8>,
+    pub fingerprint: String,
+}
+
+fn key_rows(table: SpiTupleTable<'_>) -> TsResult<Vec<KeyRow>> {
+    let mut out = Vec::new();
+    for row in table {
+        let get_s = |i| row.get::<String>(i).map(Option::unwrap_or_default);
+        out.push(KeyRow {
+            kid: get_s(1)?,
+            alg: get_s(2)?,
+            state: get_s(3)?,
+            can_sign: row.get::<bool>(4)?.unwrap_or(false),
+            version: row.get::<i64>(5)?.unwrap_or(0),
+            material: row.get::<Vec<u8>>(6)?.unwrap_or_default(),
+            fingerprint: get_s(7)?,
+        });
+    }
+    Ok(out)
+}
+
+/// The key named `kid`, whatever its state.
+pub fn key_by_kid(kid: &str) -> TsResult<Option<KeyRow>> {
+    const SQL: &str = key_select!("WHERE kid = $1");
+    read(SQL, &[T::TEXTOID], &[kid.into()], |t| Ok(key_rows(t)?.into_iter().next()))
+}
+
+/// Non-retired keys of `alg`, newest first.
+pub fn keys_by_alg(alg: &str) -> TsResult<Vec<KeyRow>> {
+    const SQL: &str = key_select!("WHERE alg = $1 AND state <> 'retired' ORDER BY created_at DESC, kid");
+    read(SQL, &[T::TEXTOID], &[alg.into()], key_rows)
+}
+
+/// The newest active key that can sign.
+pub fn default_signing_key() -> TsResult<Option<KeyRow>> {
+    const SQL: &str = key_select!("WHERE state = 'active' AND can_sign ORDER BY created_at DESC, kid DESC LIMIT 1");
+    read(SQL, &[], &[], |t| Ok(key_rows(t)?.into_iter().next()))
+}
+
+/// Insert a key; false when the kid is taken.
+pub fn insert_key(kid: &str, alg: &str, can_sign: bool, material: &[u8], fingerprint: &str) -> TsResult<bool> {
+    const SQL: &str = "INSERT INTO token_store.signing_keys (kid, alg, can_sign, material, key_fingerprint) \
+                       VALUES ($1, $2, $3, $4, $5) ON CONFLICT (kid) DO NOTHING";
+    write(
+        "create_key",
+        SQL,
+        &[T::TEXTOID, T::TEXTOID, T::BOOLOID, T::BYTEAOID, T::TEXTOID],
+        &[kid.into(), alg.into(), can_sign.into(), material.into(), fingerprint.into()],
+        |t| Ok(t.len() == 1),
+    )
+}
+
+/// Change a key's state; false when no such key.
+pub fn set_key_state(kid: &str, state: &str) -> TsResult<bool> {
+    const SQL: &str = "UPDATE token_store.signing_keys \
+                       SET state = $2, version = version + 1, updated_at = now() WHERE kid = $1";
+    write("set_key_state", SQL, &[T::TEXTOID, T::TEXTOID], &[kid.into(), state.into()], |t| Ok(t.len() == 1))
+}
+
+/// What the table says about a token and its subject.
+#[derive(Debug, Default)]
+pub struct TokenStatus {
+    /// The row's id and whether it is revoked, when stored.
+    pub stored: Option<([u8; 16], bool)>,
+    /// Subject revocation time (epoch seconds), when the subject was revoked.
+    pub subject_revoked_before: Option<f64>,
+}
+
+/// Look a token up by hash, and its subject in the subject revocations, in one statement.
+pub fn token_status(hash: &[u8; 32], subject: Option<&str>) -> TsResult<TokenStatus> {
+    const SQL: &str = "SELECT t.id, t.revoked_at IS NOT NULL, \
+           (SELECT extract(epoch FROM s.revoked_before)::float8 \
+              FROM token_store.subject_revocations s WHERE s.subject = $2) \
+         FROM (SELECT 1) AS one LEFT JOIN token_store.tokens t ON t.token_hash = $1";
+    read(SQL, &[T::BYTEAOID, T::TEXTOID], &[hash.as_slice().into(), subject.into()], |t| {
+        let row = t.first();
+        let id = row.get::<Uuid>(1)?;
+        Ok(TokenStatus {
+            stored: id.map(|u| (*u.as_bytes(), row.get::<bool>(2).ok().flatten().unwrap_or(false))),
+            subject_revoked_before: row.get::<f64>(3)?,
+        })
+    })
+}
+
+/// A row to insert into `tokens`.
+pub struct NewToken<'a> {
+    pub id: [u8; 16],
+    pub hash: &'a [u8; 32],
+    pub jti: Option<&'a str>,
+    pub subject: Option<&'a str>,
+    pub issuer: Option<&'a str>,
+    pub kid: Option<&'a str>,
+    pub issued_at: Option<f64>,
+    pub not_before: Option<f64>,
+    pub expires_at: f64,
+    pub revoked: bool,
+    pub revoke_reason: Option<&'a str>,
+    pub payload: &'a [u8],
+    pub fingerprint: &'a str,
+}
+
+/// Insert a token row. `None` when a row with the same hash already exists.
+pub fn insert_token(what: &'static str, t: &NewToken) -> TsResult<Option<[u8; 16]>> {
+    const SQL: &str = "INSERT INTO token_store.tokens (id, token_hash, jti, subject, issuer, kid, \
+             issued_at, not_before, expires_at, revoked_at, revoke_reason, payload, key_fingerprint) \
+         VALUES ($1, $2, $3, $4, $5, $6, to_timestamp($7), to_timestamp($8), to_timestamp($9), \
+             CASE WHEN $10 THEN now() END, $11, $12, $13) \
+         ON CONFLICT (token_hash) DO NOTHING RETURNING id";
+    write(
+        what,
+        SQL,
+        &[
+            T::UUIDOID,
+            T::BYTEAOID,
+            T::TEXTOID,
+            T::TEXTOID,
+            T::TEXTOID,
+            T::TEXTOID,
+            T::FLOAT8OID,
+            T::FLOAT8OID,
+            T::FLOAT8OID,
+            T::BOOLOID,
+            T::TEXTOID,
+            T::BYTEAOID,
+            T::TEXTOID,
+        ],
+        &[
+            uuid(t.id).into(),
+            t.hash.as_slice().into(),
+            t.jti.into(),
+            t.subject.into(),
+            t.issuer.into(),
+            t.kid.into(),
+            t.issued_at.into(),
+            t.not_before.into(),
+            t.expires_at.into(),
+            t.revoked.into(),
+            t.revoke_reason.into(),
+            t.payload.into(),
+            t.fingerprint.into(),
+        ],
+        |r| Ok(if r.is_empty() { None } else { r.first().get::<Uuid>(1)?.map(|u| *u.as_bytes()) }),
+    )
+}
+
+/// Mark the token with this hash revoked. `None`: not stored; `Some(changed)` otherwise.
+pub fn revoke_by_hash(hash: &[u8; 32], reason: Option<&str>) -> TsResult<Option<bool>> {
+    const SQL: &str = "WITH t AS (SELECT id, revoked_at FROM token_store.tokens WHERE token_hash = $1 FOR UPDATE), \
+              u AS (UPDATE token_store.tokens SET revoked_at = now(), revoke_reason = $2 \
+                    WHERE id = (SELECT id FROM t WHERE revoked_at IS NULL) RETURNING 1) \
+         SELECT (SELECT count(*) FROM t), (SELECT count(*) FROM u)";
+    write("jwt_revoke", SQL, &[T::BYTEAOID, T::TEXTOID], &[hash.as_slice().into(), reason.into()], |r| {
+        let row = r.first();
+        let (found, changed) = (row.get::<i64>(1)?.unwrap_or(0), row.get::<i64>(2)?.unwrap_or(0));
+        Ok((found > 0).then_some(changed > 0))
+    })
+}
+
+/// Revoke by row id; true if this call revoked it.
+pub fn revoke_by_id(id: [u8; 16], reason: Option<&str>) -> TsResult<bool> {
+    const SQL: &str = "UPDATE token_store.tokens SET revoked_at = now(), revoke_reason = $2 \
+                       WHERE id = $1 AND revoked_at IS NULL";
+    write("jwt_revoke_id", SQL, &[T::UUIDOID, T::TEXTOID], &[uuid(id).into(), reason.into()], |t| Ok(t.len() == 1))
+}
+
+/// Revoke every stored token of `subject` and refuse older ones from now on; returns rows revoked.
+pub fn revoke_subject(subject: &str, reason: Option<&str>) -> TsResult<i64> {
+    const SQL: &str = "WITH r AS (UPDATE token_store.tokens SET revoked_at = now(), revoke_reason = $2 \
+                    WHERE subject = $1 AND revoked_at IS NULL RETURNING 1), \
+              s AS (INSERT INTO token_store.subject_revocations AS sr (subject, revoked_before, reason) \
+                    VALUES ($1, now(), $2) ON CONFLICT (subject) DO UPDATE \
+                    SET revoked_before = greatest(sr.revoked_before, excluded.revoked_before), \
+                        reason = excluded.reason RETURNING 1) \
+         SELECT (SELECT count(*) FROM r), (SELECT count(*) FROM s)";
+    write("jwt_revoke_subject", SQL, &[T::TEXTOID, T::TEXTOID], &[subject.into(), reason.into()], |t| {
+        Ok(t.first().get::<i64>(1)?.unwrap_or(0))
+    })
+}
+
+/// The sealed payload and its key fingerprint of row `id`.
+pub fn payload(id: [u8; 16]) -> TsResult<Option<(Vec<u8>, String)>> {
+    const SQL: &str = "SELECT payload, key_fingerprint FROM token_store.tokens WHERE id = $1";
+    read(SQL, &[T::UUIDOID], &[uuid(id).into()], |t| {
+        if t.is_empty() {
+            return Ok(None);
+        }
+        let row = t.first();
+        Ok(Some((row.get::<Vec<u8>>(1)?.unwrap_or_default(), row.get::<String>(2)?.unwrap_or_default())))
+    })
+}
+
+/// Delete up to `limit` rows expired more than `grace_s` seconds ago, skipping locked rows.
+pub fn purge_batch(limit: i64, grace_s: f64) -> TsResult<u64> {
+    const SQL: &str = "WITH doomed AS (SELECT id FROM token_store.tokens \
+                    WHERE expires_at < now() - make_interval(secs => $2) \
+                    ORDER BY expires_at LIMIT $1 FOR UPDATE SKIP LOCKED) \
+         DELETE FROM token_store.tokens t USING doomed WHERE t.id = doomed.id";
+    write("purge", SQL, &[T::INT8OID, T::FLOAT8OID], &[limit.into(), grace_s.into()], |t| Ok(t.len() as u64))
+}
+
+/// Counts for `stats()`: (active, revoked, expired, rows per encryption key fingerprint).
+pub fn table_counts() -> TsResult<(i64, i64, i64, JsonB)> {
+    const SQL: &str = "SELECT count(*) FILTER (WHERE revoked_at IS NULL AND expires_at > now()), \
+                count(*) FILTER (WHERE revoked_at IS NOT NULL), \
+                count(*) FILTER (WHERE revoked_at IS NULL AND expires_at <= now()), \
+                (SELECT coalesce(jsonb_object_agg(fp, n), '{}'::jsonb) FROM \
+                   (SELECT fp, count(*) AS n FROM \
+                      (SELECT key_fingerprint AS fp FROM token_store.tokens \
+                       UNION ALL SELECT key_fingerprint FROM token_store.signing_keys) a GROUP BY fp) b) \
+         FROM token_store.tokens";
+    read(SQL, &[], &[], |t| {
+        let row = t.first();
+        Ok((
+            row.get::<i64>(1)?.unwrap_or(0),
+            row.get::<i64>(2)?.unwrap_or(0),
+            row.get::<i64>(3)?.unwrap_or(0),
+            row.get::<JsonB>(4)?.unwrap_or(JsonB(serde_json::json!({}))),
+        ))
+    })
+}
+
