@@ -29,7 +29,7 @@ log "tier 3: pg_regress contract suite"
 PG_REGRESS="$(dirname "$("$PG_CONFIG" --pgxs)")/../test/regress/pg_regress"
 rm -rf target/regress && mkdir -p target/regress
 tests=$(cd tests/pg_regress/sql && ls *.sql | sed 's/\.sql$//' | sort)
-if ! PGUSER=postgres "$PG_REGRESS" --use-existing --host=127.0.0.1 --port="$PORT" \
+if ! PGUSER=postgres "$PG_REGRESS" --host=127.0.0.1 --port="$PORT" \
         --inputdir=tests/pg_regress --outputdir=target/regress --dbname=ts_regress $tests; then
     cat target/regress/regression.diffs >&2 || true
     exit 1

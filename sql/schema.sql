@@ -37,8 +37,9 @@ CREATE TABLE token_store.signing_keys (
     public_jwk      jsonb,
     -- bumped on every change, so per-backend caches of parsed keys notice
     version         bigint      NOT NULL DEFAULT 1,
-    created_at      timestamptz NOT NULL DEFAULT now(),
-    updated_at      timestamptz NOT NULL DEFAULT now()
+    -- clock time, so two keys made in one transaction still have an order
+    created_at      timestamptz NOT NULL DEFAULT clock_timestamp(),
+    updated_at      timestamptz NOT NULL DEFAULT clock_timestamp()
 );
 CREATE INDEX signing_keys_alg_idx ON token_store.signing_keys (alg, created_at DESC);
 COMMENT ON TABLE token_store.signing_keys IS 'token_store: keys; material encrypted, never shown';

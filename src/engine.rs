@@ -285,7 +285,7 @@ pub fn purge(max_rows: Option<i64>) -> TsResult<i64> {
     storage::ensure_primary("purge")?;
     let started = std::time::Instant::now();
     let batch = i64::from(gucs::PURGE_BATCH_SIZE.get().max(1));
-    let grace = f64::from(gucs::PURGE_GRACE.get());
+    let (grace, revoked_grace) = gucs::purge_graces();
     let mut total: i64 = 0;
     loop {
         let want = match max_rows {
@@ -295,7 +295,7 @@ pub fn purge(max_rows: Option<i64>) -> TsResult<i64> {
         if want <= 0 {
             break;
         }
-        let n = storage::purge_batch(want, grace)? as i64;
+        let n = storage::purge_batch(want, grace, revoked_grace)? as i64;
         total += n;
         if n < want {
             break;

@@ -154,6 +154,12 @@ pub fn init() {
     );
 }
 
+/// `(grace, revoked_grace)` in seconds for a purge: revoked rows also outlive the leeway.
+pub fn purge_graces() -> (f64, f64) {
+    let grace = PURGE_GRACE.get().max(0);
+    (f64::from(grace), f64::from(grace.max(LEEWAY.get())))
+}
+
 /// A string setting's value, with the empty string read as unset.
 pub fn nonempty(setting: &GucSetting<Option<CString>>) -> Option<String> {
     setting

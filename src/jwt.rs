@@ -231,7 +231,7 @@ fn decode_object(part: &str, what: &str) -> Result<Map<String, Value>, String> {
     let s = std::str::from_utf8(&bytes).map_err(|_| format!("{what} is not UTF-8"))?;
     serde_json::from_str::<StrictObject>(s)
         .map(|o| o.0)
-        .map_err(|e| format!("{what} is not a JSON object: {}", sanitize_serde_error(&e)))
+        .map_err(|e| format!("{what} is not a valid JSON object: {}", sanitize_serde_error(&e)))
 }
 
 // serde's messages can quote input text; keep only the category and position.
@@ -239,6 +239,7 @@ fn sanitize_serde_error(e: &serde_json::Error) -> String {
     use serde_json::error::Category;
     let what = match e.classify() {
         Category::Io => "read error",
+        Category::Syntax if e.to_string().starts_with("number out of range") => "number out of range",
         Category::Syntax => "syntax error",
         Category::Data => {
             if e.to_string().contains("duplicate member") {
@@ -309,7 +310,10 @@ pub fn parse(token: &str, max_bytes: usize) -> Result<Parsed<'_>, String> {
         (Some(h), Some(p), Some(s), None) => (h, p, s),
         _ => return Err("expected three base64url parts separated by dots".into()),
     };
-    if !s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') || s.is_empty() {
+    if s.is_empty() {
+        return Err("signature part is empty (unsigned tokens are never accepted)".into());
+    }
+    if !s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
         return Err("signature is not base64url".into());
     }
     let header_obj = decode_object(h, "header")?;
@@ -547,7 +551,7 @@ mod tests {
             ("".to_owned(), "empty"),
             ("a.b".to_owned(), "three"),
             ("a.b.c.d".to_owned(), "three"),
-            (format!("{h}.{p}."), "signature"),
+            (format!("{h}.{p}."), "signature part is empty"),
             (format!("{h}.{p}.a+b"), "signature"),
             (format!("!!.{p}.abc"), "base64url"),
             (format!("{}.{p}.abc", URL_SAFE_NO_PAD.encode(b"[1,2]")), "object"),
@@ -557,6 +561,7 @@ mod tests {
             (format!("{}.{p}.abc", URL_SAFE_NO_PAD.encode(br#"{"alg":"HS256","crit":["b64"]}"#)), "crit"),
             (format!("{h}.{}.abc", URL_SAFE_NO_PAD.encode(br#"{"exp":"tomorrow"}"#)), "exp is not a number"),
             (format!("{h}.{}.abc", URL_SAFE_NO_PAD.encode(br#"{"exp":1e300}"#)), "out of range"),
+            (format!("{h}.{}.abc", URL_SAFE_NO_PAD.encode(br#"{"exp":1e400}"#)), "number out of range"),
             (format!("{h}.{}.abc", URL_SAFE_NO_PAD.encode(br#"{"exp":1,"aud":5}"#)), "aud"),
             (format!("{h}.{}.abc", URL_SAFE_NO_PAD.encode(br#"{"exp":1,"sub":5}"#)), "sub"),
         ];

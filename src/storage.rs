@@ -278,12 +278,21 @@ pub fn payload(id: [u8; 16]) -> TsResult<Option<(Vec<u8>, String)>> {
 }
 
 /// Delete up to `limit` rows expired more than `grace_s` seconds ago, skipping locked rows.
-pub fn purge_batch(limit: i64, grace_s: f64) -> TsResult<u64> {
+/// Revoked rows stay until `revoked_grace_s` has passed too, so a token still inside the
+/// leeway after its `exp` cannot come back to life in deny-list mode.
+pub fn purge_batch(limit: i64, grace_s: f64, revoked_grace_s: f64) -> TsResult<u64> {
     const SQL: &str = "WITH doomed AS (SELECT id FROM token_store.tokens \
                     WHERE expires_at < now() - make_interval(secs => $2) \
+                      AND (revoked_at IS NULL OR expires_at < now() - make_interval(secs => $3)) \
                     ORDER BY expires_at LIMIT $1 FOR UPDATE SKIP LOCKED) \
          DELETE FROM token_store.tokens t USING doomed WHERE t.id = doomed.id";
-    write("purge", SQL, &[T::INT8OID, T::FLOAT8OID], &[limit.into(), grace_s.into()], |t| Ok(t.len() as u64))
+    write(
+        "purge",
+        SQL,
+        &[T::INT8OID, T::FLOAT8OID, T::FLOAT8OID],
+        &[limit.into(), grace_s.into(), revoked_grace_s.into()],
+        |t| Ok(t.len() as u64),
+    )
 }
 
 /// Counts for `stats()`: (active, revoked, expired, rows per encryption key fingerprint).

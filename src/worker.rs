@@ -51,10 +51,10 @@ fn extension_installed() -> bool {
 /// One round: batches in their own transactions until one comes back short. Returns rows deleted.
 fn purge_round() -> u64 {
     let batch = i64::from(gucs::PURGE_BATCH_SIZE.get().max(1));
-    let grace = f64::from(gucs::PURGE_GRACE.get());
+    let (grace, revoked_grace) = gucs::purge_graces();
     let mut total = 0u64;
     loop {
-        let n = BackgroundWorker::transaction(|| storage::purge_batch(batch, grace))
+        let n = BackgroundWorker::transaction(|| storage::purge_batch(batch, grace, revoked_grace))
             .unwrap_or_else(|e| e.raise());
         total += n;
         if (n as i64) < batch || shutdown_requested() {
