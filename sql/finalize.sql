@@ -28,15 +28,21 @@ GRANT EXECUTE ON FUNCTION
     token_store.jwt_introspect(text),
     token_store.jwt_revoke(text, text),
     token_store.jwt_revoke_id(uuid, text),
-    token_store.jwt_revoke_subject(text, text)
+    token_store.jwt_revoke_subject(text, text),
+    token_store.jwks()
 TO token_store_app, token_store_admin;
 
 GRANT EXECUTE ON FUNCTION
     token_store.create_key(text, text, text),
+    token_store.generate_key(text, text),
+    token_store.import_jwks(jsonb),
     token_store.set_key_state(text, text),
     token_store.jwt_payload(uuid),
     token_store.purge(bigint),
+    token_store.reencrypt(integer),
     token_store.stats()
 TO token_store_admin;
 
+-- operators look rows up (ids for jwt_payload / jwt_revoke_id); the claims in them stay sealed
+GRANT SELECT ON token_store.tokens, token_store.subject_revocations TO token_store_admin;
 GRANT SELECT ON token_store.keys, token_store.stats TO token_store_admin;

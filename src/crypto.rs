@@ -50,6 +50,11 @@ impl EncryptionKey {
         Ok(Self::from_bytes(bytes))
     }
 
+    /// The raw key bytes (for handing between GUC hooks; never printed).
+    pub fn as_bytes(&self) -> &[u8; 32] {
+        &self.bytes
+    }
+
     /// Short public identifier of this key: 16 hex digits of a domain-separated SHA-256.
     pub fn fingerprint(&self) -> &str {
         &self.fingerprint
@@ -61,7 +66,13 @@ impl EncryptionKey {
         let mut nonce = [0u8; NONCE_LEN];
         getrandom::getrandom(&mut nonce).expect("the OS random source failed");
         let ct = cipher
-            .encrypt(Nonce::from_slice(&nonce), Payload { msg: plaintext, aad })
+            .encrypt(
+                Nonce::from_slice(&nonce),
+                Payload {
+                    msg: plaintext,
+                    aad,
+                },
+            )
             .expect("AES-GCM encryption of an in-memory buffer cannot fail");
         let mut out = Vec::with_capacity(NONCE_LEN + ct.len());
         out.extend_from_slice(&nonce);
@@ -77,7 +88,9 @@ impl EncryptionKey {
         }
         let cipher = Aes256Gcm::new_from_slice(&self.bytes).ok()?;
         let (nonce, ct) = blob.split_at(NONCE_LEN);
-        cipher.decrypt(Nonce::from_slice(nonce), Payload { msg: ct, aad }).ok()
+        cipher
+            .decrypt(Nonce::from_slice(nonce), Payload { msg: ct, aad })
+            .ok()
     }
 }
 
@@ -99,7 +112,10 @@ pub struct Keyring {
 impl Keyring {
     /// The key whose fingerprint is `fp`, current or previous.
     pub fn by_fingerprint(&self, fp: &str) -> Option<&EncryptionKey> {
-        self.current.iter().chain(self.previous.iter()).find(|k| k.fingerprint() == fp)
+        self.current
+            .iter()
+            .chain(self.previous.iter())
+            .find(|k| k.fingerprint() == fp)
     }
 }
 
@@ -127,7 +143,7 @@ pub fn hex_encode(data: &[u8]) -> String {
 }
 
 fn hex_decode(s: &str) -> Option<Vec<u8>> {
-    if s.len() % 2 != 0 {
+    if !s.len().is_multiple_of(2) {
         return None;
     }
     (0..s.len())
@@ -161,7 +177,13 @@ mod tests {
 
     #[test]
     fn rejects_wrong_lengths_without_echoing_input() {
-        for bad in ["", "abcd", &HEX_KEY[..62], "c2hvcnQ=", "not base64 at all!!"] {
+        for bad in [
+            "",
+            "abcd",
+            &HEX_KEY[..62],
+            "c2hvcnQ=",
+            "not base64 at all!!",
+        ] {
             let err = EncryptionKey::parse(bad).unwrap_err();
             assert!(bad.is_empty() || !err.contains(bad), "{err}");
         }
@@ -206,9 +228,22 @@ mod tests {
     fn keyring_finds_by_fingerprint() {
         let cur = EncryptionKey::from_bytes([1u8; 32]);
         let old = EncryptionKey::from_bytes([2u8; 32]);
-        let ring = Keyring { current: Some(cur.clone()), previous: vec![old.clone()] };
-        assert_eq!(ring.by_fingerprint(old.fingerprint()).unwrap().fingerprint(), old.fingerprint());
-        assert_eq!(ring.by_fingerprint(cur.fingerprint()).unwrap().fingerprint(), cur.fingerprint());
+        let ring = Keyring {
+            current: Some(cur.clone()),
+            previous: vec![old.clone()],
+        };
+        assert_eq!(
+            ring.by_fingerprint(old.fingerprint())
+                .unwrap()
+                .fingerprint(),
+            old.fingerprint()
+        );
+        assert_eq!(
+            ring.by_fingerprint(cur.fingerprint())
+                .unwrap()
+                .fingerprint(),
+            cur.fingerprint()
+        );
         assert!(ring.by_fingerprint("0000000000000000").is_none());
         assert_ne!(cur.fingerprint(), old.fingerprint());
     }

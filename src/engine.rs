@@ -7,6 +7,7 @@ use crate::error::{TsError, TsResult};
 use crate::gucs;
 use crate::jwt::{self, Alg, Parsed, Policy, Reason};
 use crate::keyring;
+use crate::keys;
 use crate::shmem;
 use crate::storage::{self, KeyRow, NewToken};
 
@@ -29,7 +30,8 @@ fn parse(token: &str) -> TsResult<Parsed<'_>> {
 /// Find the key the header names (or the candidates of its alg) and check the signature.
 fn authenticate<'a>(token: &'a str) -> TsResult<(Parsed<'a>, KeyRow)> {
     let parsed = parse(token)?;
-    let alg = Alg::parse(&parsed.header.alg).ok_or(TsError::Rejected(Reason::AlgorithmNotAllowed))?;
+    let alg =
+        Alg::parse(&parsed.header.alg).ok_or(TsError::Rejected(Reason::AlgorithmNotAllowed))?;
     let candidates = match &parsed.header.kid {
         Some(kid) => {
             let row = storage::key_by_kid(kid)?
@@ -73,12 +75,20 @@ pub enum Mode {
     Store,
 }
 
-fn setting_or(arg: Option<&str>, setting: &pgrx::guc::GucSetting<Option<std::ffi::CString>>) -> Option<String> {
+fn setting_or(
+    arg: Option<&str>,
+    setting: &pgrx::guc::GucSetting<Option<std::ffi::CString>>,
+) -> Option<String> {
     arg.map(str::to_owned).or_else(|| gucs::nonempty(setting))
 }
 
 /// The whole verification: signature, claims, revocation, storage. Counted in `stats()`.
-pub fn verify<'a>(token: &'a str, audience: Option<&str>, issuer: Option<&str>, mode: Mode) -> TsResult<Verified<'a>> {
+pub fn verify<'a>(
+    token: &'a str,
+    audience: Option<&str>,
+    issuer: Option<&str>,
+    mode: Mode,
+) -> TsResult<Verified<'a>> {
     let result = verify_uncounted(token, audience, issuer, mode);
     match &result {
         Ok(_) => shmem::counters().count(Ok(())),
@@ -119,7 +129,11 @@ fn verify_uncounted<'a>(
     if status.stored.is_none() && mode == Mode::Verify && gucs::REQUIRE_STORED.get() {
         return Err(TsError::Rejected(Reason::NotStored));
     }
-    Ok(Verified { parsed, kid: key.kid, token_id: status.stored.map(|(id, _)| id) })
+    Ok(Verified {
+        parsed,
+        kid: key.kid,
+        token_id: status.stored.map(|(id, _)| id),
+    })
 }
 
 fn seal_payload(id: &[u8; 16], payload: &Map<String, Value>) -> TsResult<(Vec<u8>, String)> {
@@ -216,31 +230,45 @@ fn signing_row(kid: Option<&str>) -> TsResult<KeyRow> {
 /// `jwt_issue`: complete the claims, sign, store, return the token.
 pub fn issue(claims: &Value, ttl: (i32, i32, i64), kid: Option<&str>) -> TsResult<String> {
     storage::ensure_primary("jwt_issue")?;
-    let mut payload = claims
-        .as_object()
-        .cloned()
-        .ok_or_else(|| TsError::param("claims must be a JSON object", format!("got {}", json_kind(claims))))?;
+    let mut payload = claims.as_object().cloned().ok_or_else(|| {
+        TsError::param(
+            "claims must be a JSON object",
+            format!("got {}", json_kind(claims)),
+        )
+    })?;
     let ttl = interval_secs(ttl.0, ttl.1, ttl.2);
     if !(ttl > 0.0) {
-        return Err(TsError::param("ttl must be positive", format!("got {ttl} seconds")));
+        return Err(TsError::param(
+            "ttl must be positive",
+            format!("got {ttl} seconds"),
+        ));
     }
     let row = signing_row(kid)?;
     let key = keyring::loaded(&row)?;
     let now = now_secs().floor();
-    payload.entry("iat").or_insert_with(|| Value::from(now as i64));
+    payload
+        .entry("iat")
+        .or_insert_with(|| Value::from(now as i64));
     if !payload.contains_key("exp") {
         let exp = (now + ttl).floor();
         if exp > jwt::MAX_NUMERIC_DATE {
-            return Err(TsError::param("ttl is too long", "exp would fall after the year 9999"));
+            return Err(TsError::param(
+                "ttl is too long",
+                "exp would fall after the year 9999",
+            ));
         }
         payload.insert("exp".into(), Value::from(exp as i64));
     }
-    payload.entry("jti").or_insert_with(|| Value::from(uuid::Uuid::new_v4().to_string()));
-    jwt::registered_claims(&payload).map_err(|why| TsError::param("invalid registered claim", why))?;
+    payload
+        .entry("jti")
+        .or_insert_with(|| Value::from(uuid::Uuid::new_v4().to_string()));
+    jwt::registered_claims(&payload)
+        .map_err(|why| TsError::param("invalid registered claim", why))?;
     let token = jwt::sign(&key, &row.kid, &payload).map_err(TsError::Internal)?;
     let parsed = parse(&token)?;
-    store_row("jwt_issue", &token, &parsed, &row.kid, false, None)?
-        .ok_or_else(|| TsError::Internal("a freshly issued token collided with a stored one".into()))?;
+    store_row("jwt_issue", &token, &parsed, &row.kid, false, None)?.ok_or_else(|| {
+        TsError::Internal("a freshly issued token collided with a stored one".into())
+    })?;
     Ok(token)
 }
 
@@ -275,9 +303,18 @@ pub fn revoke(token: &str, reason: Option<&str>) -> TsResult<bool> {
 
 /// `jwt_payload`: the decrypted claims of row `id`, or `None` when there is no such row.
 pub fn payload(id: [u8; 16]) -> TsResult<Option<Value>> {
-    let Some((sealed, fp)) = storage::payload(id)? else { return Ok(None) };
-    let plain = keyring::open(|| format!("payload of token {}", uuid::Uuid::from_bytes(id)), &fp, &id, &sealed)?;
-    serde_json::from_slice(&plain).map(Some).map_err(|e| TsError::Internal(format!("stored payload is not JSON: {e}")))
+    let Some((sealed, fp)) = storage::payload(id)? else {
+        return Ok(None);
+    };
+    let plain = keyring::open(
+        || format!("payload of token {}", uuid::Uuid::from_bytes(id)),
+        &fp,
+        &id,
+        &sealed,
+    )?;
+    serde_json::from_slice(&plain)
+        .map(Some)
+        .map_err(|e| TsError::Internal(format!("stored payload is not JSON: {e}")))
 }
 
 /// `purge`: delete expired rows in batches; returns how many.
@@ -301,33 +338,157 @@ pub fn purge(max_rows: Option<i64>) -> TsResult<i64> {
             break;
         }
     }
-    shmem::counters().record_purge(total as u64, (now_secs() * 1e6) as i64, started.elapsed().as_micros() as u64);
+    shmem::counters().record_purge(
+        total as u64,
+        (now_secs() * 1e6) as i64,
+        started.elapsed().as_micros() as u64,
+    );
     Ok(total)
+}
+
+fn parse_alg(alg: &str) -> TsResult<Alg> {
+    Alg::parse(alg).ok_or_else(|| {
+        TsError::param(
+            format!("unknown algorithm \"{alg}\""),
+            format!(
+                "alg must be one of {}",
+                Alg::ALL
+                    .iter()
+                    .map(|a| a.as_str())
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            ),
+        )
+    })
+}
+
+fn check_kid(kid: &str) -> TsResult<()> {
+    if kid.is_empty() || kid.len() > 256 {
+        return Err(TsError::param("invalid kid", "a kid is 1 to 256 bytes"));
+    }
+    Ok(())
+}
+
+/// Seal and insert checked material; false when the kid is taken.
+fn insert_material(
+    kid: &str,
+    alg: Alg,
+    material: &keys::KeyMaterial,
+    state: &str,
+) -> TsResult<bool> {
+    keys::load_key(alg, material).map_err(|why| TsError::param("invalid key material", why))?;
+    let public_jwk = if alg.is_hmac() {
+        None
+    } else {
+        Some(
+            keys::try_public_jwk(alg, material, kid)
+                .map_err(|why| TsError::param("invalid key material", why))?,
+        )
+    };
+    let (_, enc) = keyring::current_key()?;
+    let sealed = enc.seal(&keyring::key_aad(kid), &material.bytes);
+    storage::insert_key(&storage::NewKey {
+        kid,
+        alg: alg.as_str(),
+        state,
+        can_sign: material.can_sign,
+        material: &sealed,
+        fingerprint: enc.fingerprint(),
+        public_jwk: public_jwk.as_ref(),
+    })
+}
+
+/// `reencrypt`: move key material and up to `batch_size` token rows still sealed under a previous
+/// key onto the current one; returns how many rows moved. Call again until it returns 0.
+pub fn reencrypt(batch_size: i32) -> TsResult<i64> {
+    storage::ensure_primary("reencrypt")?;
+    if batch_size < 1 {
+        return Err(TsError::param(
+            "batch_size must be positive",
+            format!("got {batch_size}"),
+        ));
+    }
+    let (_, current) = keyring::current_key()?;
+    let fp = current.fingerprint();
+    let mut moved = 0i64;
+    for row in storage::stale_keys(fp)? {
+        let material = keyring::material(&row)?;
+        storage::reseal_key(
+            &row.kid,
+            &current.seal(&keyring::key_aad(&row.kid), &material.bytes),
+            fp,
+        )?;
+        moved += 1;
+    }
+    for (id, sealed, old_fp) in storage::stale_tokens(fp, i64::from(batch_size))? {
+        let plain = keyring::open(
+            || format!("payload of token {}", uuid::Uuid::from_bytes(id)),
+            &old_fp,
+            &id,
+            &sealed,
+        )?;
+        storage::reseal_token(id, &current.seal(&id, &plain), fp)?;
+        moved += 1;
+    }
+    Ok(moved)
 }
 
 /// `create_key`: parse, seal and store a key; returns its kid.
 pub fn create_key(kid: &str, alg: &str, key: &str) -> TsResult<String> {
     storage::ensure_primary("create_key")?;
-    let alg = Alg::parse(alg).ok_or_else(|| {
-        TsError::param(
-            format!("unknown algorithm \"{alg}\""),
-            format!(
-                "alg must be one of {}",
-                Alg::ALL.iter().map(|a| a.as_str()).collect::<Vec<_>>().join(" ")
-            ),
-        )
-    })?;
-    if kid.is_empty() || kid.len() > 256 {
-        return Err(TsError::param("invalid kid", "a kid is 1 to 256 bytes"));
-    }
-    let material = jwt::parse_key_material(alg, key).map_err(|why| TsError::param("invalid key material", why))?;
-    jwt::load_key(alg, &material).map_err(|why| TsError::param("invalid key material", why))?;
-    let (_, enc) = keyring::current_key()?;
-    let sealed = enc.seal(&keyring::key_aad(kid), &material.bytes);
-    if !storage::insert_key(kid, alg.as_str(), material.can_sign, &sealed, enc.fingerprint())? {
+    let alg = parse_alg(alg)?;
+    check_kid(kid)?;
+    let material = keys::parse_key_material(alg, key)
+        .map_err(|why| TsError::param("invalid key material", why))?;
+    if !insert_material(kid, alg, &material, "active")? {
         return Err(TsError::Duplicate(format!("key \"{kid}\" already exists")));
     }
     Ok(kid.to_owned())
+}
+
+/// `generate_key`: a fresh secret or key pair from the OS random source; returns the public JWK.
+pub fn generate_key(kid: &str, alg: &str) -> TsResult<Value> {
+    storage::ensure_primary("generate_key")?;
+    let alg = parse_alg(alg)?;
+    check_kid(kid)?;
+    let material = keys::generate(alg);
+    if !insert_material(kid, alg, &material, "active")? {
+        return Err(TsError::Duplicate(format!("key \"{kid}\" already exists")));
+    }
+    keys::try_public_jwk(alg, &material, kid).map_err(TsError::Internal)
+}
+
+/// `import_jwks`: add a JWKS's public keys as verify-only keys; returns how many were added.
+/// Re-importing the same keys adds nothing; a kid already used by another key is an error.
+pub fn import_jwks(jwks: &Value) -> TsResult<i32> {
+    storage::ensure_primary("import_jwks")?;
+    let entries = keys::jwks_entries(jwks).map_err(|why| TsError::param("invalid JWKS", why))?;
+    let mut added = 0;
+    for (kid, alg, material) in entries {
+        check_kid(&kid)?;
+        if let Some(row) = storage::key_by_kid(&kid)? {
+            let existing = keyring::material(&row)?;
+            let same_key = row.alg == alg.as_str()
+                && keys::public_part(alg, &existing)
+                    .is_ok_and(|p| keys::same_material(&p, &material));
+            if same_key {
+                continue;
+            }
+            return Err(TsError::param(
+                "invalid JWKS",
+                format!("key \"{kid}\" already exists with different material or algorithm"),
+            ));
+        }
+        if insert_material(&kid, alg, &material, "verify_only")? {
+            added += 1;
+        }
+    }
+    Ok(added)
+}
+
+/// `jwks`: the public JWKS of every non-retired asymmetric key.
+pub fn jwks() -> TsResult<Value> {
+    Ok(serde_json::json!({ "keys": storage::public_jwks()? }))
 }
 
 /// `set_key_state`.
@@ -340,7 +501,9 @@ pub fn set_key_state(kid: &str, state: &str) -> TsResult<()> {
     }
     storage::ensure_primary("set_key_state")?;
     if !storage::set_key_state(kid, state)? {
-        return Err(TsError::UndefinedObject(format!("key \"{kid}\" does not exist")));
+        return Err(TsError::UndefinedObject(format!(
+            "key \"{kid}\" does not exist"
+        )));
     }
     Ok(())
 }

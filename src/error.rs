@@ -13,11 +13,17 @@ pub enum TsError {
     /// A well-formed token that fails verification (28000).
     Rejected(Reason),
     /// A bad argument: unknown alg, bad key material, bad JWKS (22023).
-    InvalidParameter { message: String, detail: Option<String> },
+    InvalidParameter {
+        message: String,
+        detail: Option<String>,
+    },
     /// No encryption key configured (55000).
     NoEncryptionKey(String),
     /// The object is in the wrong state for this call, e.g. no key can sign (55000).
-    NotInPrerequisiteState { message: String, hint: Option<String> },
+    NotInPrerequisiteState {
+        message: String,
+        hint: Option<String>,
+    },
     /// A ciphertext that does not open: tampered row or unknown key (XX001).
     Undecryptable { what: String, fingerprint: String },
     /// A write attempted on a hot standby (25006).
@@ -36,7 +42,10 @@ pub type TsResult<T> = Result<T, TsError>;
 impl TsError {
     /// Bad argument with a detail line.
     pub fn param(message: impl Into<String>, detail: impl Into<String>) -> Self {
-        TsError::InvalidParameter { message: message.into(), detail: Some(detail.into()) }
+        TsError::InvalidParameter {
+            message: message.into(),
+            detail: Some(detail.into()),
+        }
     }
 
     /// Raise as a PostgreSQL ERROR. Never returns.

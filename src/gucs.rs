@@ -10,12 +10,14 @@ use crate::crypto::EncryptionKey;
 /// 32-byte AES-256-GCM key (base64 or hex) that encrypts payloads and key material.
 pub static ENCRYPTION_KEY: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
 /// Path of a file (mode 0600) holding the encryption key, instead of `encryption_key`.
-pub static ENCRYPTION_KEY_FILE: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
+pub static ENCRYPTION_KEY_FILE: GucSetting<Option<CString>> =
+    GucSetting::<Option<CString>>::new(None);
 /// Comma-separated older keys that still decrypt during a rotation.
 pub static PREVIOUS_ENCRYPTION_KEYS: GucSetting<Option<CString>> =
     GucSetting::<Option<CString>>::new(Some(c""));
 /// Comma-separated databases in which the purge worker runs.
-pub static DATABASES: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(Some(c"postgres"));
+pub static DATABASES: GucSetting<Option<CString>> =
+    GucSetting::<Option<CString>>::new(Some(c"postgres"));
 /// Seconds between purge rounds; 0 turns purging off.
 pub static PURGE_INTERVAL: GucSetting<i32> = GucSetting::<i32>::new(60);
 /// Rows deleted per purge transaction.
@@ -37,7 +39,7 @@ const SECRET: GucFlags = GucFlags::SUPERUSER_ONLY.union(GucFlags::NO_SHOW_ALL);
 
 /// Register every setting. Called once from `_PG_init`.
 pub fn init() {
-    // SAFETY: the check hooks are `#[pg_guard]`ed and only read their argument.
+    // SAFETY: the hooks are `#[pg_guard]`ed and follow the GUC hook contracts (see check_keys).
     unsafe {
         GucRegistry::define_string_guc_with_hooks(
             c"token_store.encryption_key",
@@ -47,7 +49,7 @@ pub fn init() {
             GucContext::Sighup,
             SECRET,
             Some(check_encryption_key),
-            None,
+            Some(assign_encryption_key),
             Some(show_encryption_key),
         );
         GucRegistry::define_string_guc_with_hooks(
@@ -58,7 +60,7 @@ pub fn init() {
             GucContext::Sighup,
             SECRET,
             Some(check_previous_keys),
-            None,
+            Some(assign_previous_keys),
             Some(show_previous_keys),
         );
     }
@@ -168,76 +170,202 @@ pub fn nonempty(setting: &GucSetting<Option<CString>>) -> Option<String> {
         .filter(|s| !s.trim().is_empty())
 }
 
-fn set_check_detail(msg: &str) {
-    let c = CString::new(msg).expect("no NUL in our own messages");
-    // SAFETY: GUC_check_errdetail_string is read by the GUC machinery right after the hook
-    // returns false; pstrdup copies into the current memory context as it expects.
+// The key settings never hold a key in their visible value: the check hook parses the text,
+// hands the parsed keys to the assign hook through `extra`, and replaces the value with "".
+// So the key is not in SHOW, pg_settings, or the postmaster's "parameter changed to" log line
+// (which PostgreSQL writes only when the visible value changes).
+thread_local! {
+    static KEY: std::cell::RefCell<Option<EncryptionKey>> = const { std::cell::RefCell::new(None) };
+    static PREVIOUS: std::cell::RefCell<Vec<EncryptionKey>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// The key set by `token_store.encryption_key`, if any.
+pub fn encryption_key() -> Option<EncryptionKey> {
+    KEY.with_borrow(|k| k.clone())
+}
+
+/// The keys listed in `token_store.previous_encryption_keys`.
+pub fn previous_encryption_keys() -> Vec<EncryptionKey> {
+    PREVIOUS.with_borrow(|k| k.clone())
+}
+
+/// Parsed keys as they travel from the check hook to the assign hook: a count, then the bytes.
+#[repr(C)]
+struct KeyList {
+    count: usize,
+    keys: [[u8; 32]; 0],
+}
+
+fn set_check_error(setting: &str, detail: &str) {
+    let msg = CString::new(format!("invalid value for parameter \"{setting}\"")).expect("no NUL");
+    let detail = CString::new(detail).expect("no NUL in our own messages");
+    // SAFETY: the GUC machinery reads these right after the hook returns false; pstrdup copies
+    // into the current memory context as it expects.
     unsafe {
-        pg_sys::GUC_check_errdetail_string = pg_sys::pstrdup(c.as_ptr());
+        pg_sys::GUC_check_errcode(pgrx::PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE as i32);
+        pg_sys::GUC_check_errmsg_string = pg_sys::pstrdup(msg.as_ptr());
+        pg_sys::GUC_check_errdetail_string = pg_sys::pstrdup(detail.as_ptr());
     }
 }
 
-// SAFETY (for both check hooks): `newval` points at a valid, NUL-terminated string or NULL,
-// as DefineCustomStringVariable guarantees.
-unsafe fn newval_str<'a>(newval: *mut *mut std::ffi::c_char) -> Option<&'a str> {
-    let p = unsafe { *newval };
-    if p.is_null() {
-        return None;
+// GUC values and extras are malloc'd by the GUC machinery before PostgreSQL 16, and by
+// guc_malloc from 16 on; each pair below matches the version's own allocator.
+#[cfg(any(feature = "pg13", feature = "pg14", feature = "pg15"))]
+unsafe fn guc_alloc(size: usize) -> *mut std::ffi::c_void {
+    unsafe { libc::malloc(size) }
+}
+#[cfg(any(feature = "pg13", feature = "pg14", feature = "pg15"))]
+unsafe fn guc_release(p: *mut std::ffi::c_void) {
+    unsafe { libc::free(p) }
+}
+#[cfg(not(any(feature = "pg13", feature = "pg14", feature = "pg15")))]
+unsafe fn guc_alloc(size: usize) -> *mut std::ffi::c_void {
+    unsafe { pg_sys::guc_malloc(pg_sys::LOG as i32, size) }
+}
+#[cfg(not(any(feature = "pg13", feature = "pg14", feature = "pg15")))]
+unsafe fn guc_release(p: *mut std::ffi::c_void) {
+    unsafe { pg_sys::guc_free(p) }
+}
+
+/// Parse `text` (one key, or a comma-separated list when `list`), and on success move the keys
+/// into `*extra` and blank `*newval`. On failure set the error without quoting the value.
+unsafe fn check_keys(
+    newval: *mut *mut std::ffi::c_char,
+    extra: *mut *mut std::ffi::c_void,
+    setting: &str,
+    list: bool,
+) -> bool {
+    // SAFETY: `newval` points at a valid NUL-terminated string or NULL (DefineCustomStringVariable).
+    let text = unsafe {
+        let p = *newval;
+        if p.is_null() {
+            String::new()
+        } else {
+            CStr::from_ptr(p).to_string_lossy().into_owned()
+        }
+    };
+    let parts: Vec<&str> = if list {
+        text.split(',')
+            .map(str::trim)
+            .filter(|p| !p.is_empty())
+            .collect()
+    } else {
+        Some(text.trim())
+            .filter(|t| !t.is_empty())
+            .into_iter()
+            .collect()
+    };
+    let mut keys = Vec::with_capacity(parts.len());
+    for (i, part) in parts.iter().enumerate() {
+        match EncryptionKey::parse(part) {
+            Ok(k) => keys.push(*k.as_bytes()),
+            Err(why) if list => {
+                set_check_error(setting, &format!("entry {} of the list: {why}", i + 1));
+                return false;
+            }
+            Err(why) => {
+                set_check_error(setting, why);
+                return false;
+            }
+        }
     }
-    unsafe { CStr::from_ptr(p) }.to_str().ok()
+    let size = std::mem::size_of::<KeyList>() + keys.len() * 32;
+    // SAFETY: fresh allocations of the sizes written; the GUC machinery owns and frees them.
+    unsafe {
+        let block = guc_alloc(size).cast::<KeyList>();
+        let blank = guc_alloc(1).cast::<std::ffi::c_char>();
+        if block.is_null() || blank.is_null() {
+            return false;
+        }
+        (*block).count = keys.len();
+        let dst = block.cast::<u8>().add(std::mem::size_of::<KeyList>());
+        std::ptr::copy_nonoverlapping(keys.as_ptr().cast::<u8>(), dst, keys.len() * 32);
+        *blank = 0;
+        if !(*newval).is_null() {
+            libc::explicit_bzero((*newval).cast(), libc::strlen(*newval));
+            guc_release((*newval).cast());
+        }
+        *newval = blank;
+        *extra = block.cast();
+    }
+    for k in keys.iter_mut() {
+        zeroize::Zeroize::zeroize(k);
+    }
+    true
+}
+
+// SAFETY (for the readers below): `extra` is NULL or a block made by `check_keys`.
+unsafe fn read_keys(extra: *mut std::ffi::c_void) -> Vec<EncryptionKey> {
+    if extra.is_null() {
+        return Vec::new();
+    }
+    unsafe {
+        let block = extra.cast::<KeyList>();
+        let src = block.cast::<u8>().add(std::mem::size_of::<KeyList>());
+        (0..(*block).count)
+            .map(|i| {
+                let mut b = [0u8; 32];
+                std::ptr::copy_nonoverlapping(src.add(i * 32), b.as_mut_ptr(), 32);
+                EncryptionKey::from_bytes(b)
+            })
+            .collect()
+    }
 }
 
 #[pgrx::pg_guard]
 unsafe extern "C-unwind" fn check_encryption_key(
     newval: *mut *mut std::ffi::c_char,
-    _extra: *mut *mut std::ffi::c_void,
+    extra: *mut *mut std::ffi::c_void,
     _source: pg_sys::GucSource::Type,
 ) -> bool {
-    // SAFETY: see newval_str.
-    match unsafe { newval_str(newval) } {
-        None => true,
-        Some(s) if s.trim().is_empty() => true,
-        Some(s) => match EncryptionKey::parse(s) {
-            Ok(_) => true,
-            Err(why) => {
-                set_check_detail(why);
-                false
-            }
-        },
-    }
+    // SAFETY: arguments as the GUC machinery passes them to a string check hook.
+    unsafe { check_keys(newval, extra, "token_store.encryption_key", false) }
 }
 
 #[pgrx::pg_guard]
 unsafe extern "C-unwind" fn check_previous_keys(
     newval: *mut *mut std::ffi::c_char,
-    _extra: *mut *mut std::ffi::c_void,
+    extra: *mut *mut std::ffi::c_void,
     _source: pg_sys::GucSource::Type,
 ) -> bool {
-    // SAFETY: see newval_str.
-    let Some(s) = (unsafe { newval_str(newval) }) else { return true };
-    for (i, part) in s.split(',').map(str::trim).filter(|p| !p.is_empty()).enumerate() {
-        if let Err(why) = EncryptionKey::parse(part) {
-            set_check_detail(&format!("entry {} of the list: {why}", i + 1));
-            return false;
-        }
-    }
-    true
-}
-
-// Whoever asks (a superuser included) sees whether a key is set, never the key itself.
-fn hidden(setting: &GucSetting<Option<CString>>) -> *const std::ffi::c_char {
-    match nonempty(setting) {
-        Some(_) => c"(hidden)".as_ptr(),
-        None => c"".as_ptr(),
-    }
+    // SAFETY: arguments as the GUC machinery passes them to a string check hook.
+    unsafe { check_keys(newval, extra, "token_store.previous_encryption_keys", true) }
 }
 
 #[pgrx::pg_guard]
+unsafe extern "C-unwind" fn assign_encryption_key(
+    _newval: *const std::ffi::c_char,
+    extra: *mut std::ffi::c_void,
+) {
+    // SAFETY: `extra` is what check_encryption_key produced for this value.
+    let key = unsafe { read_keys(extra) }.into_iter().next();
+    KEY.set(key);
+}
+
+#[pgrx::pg_guard]
+unsafe extern "C-unwind" fn assign_previous_keys(
+    _newval: *const std::ffi::c_char,
+    extra: *mut std::ffi::c_void,
+) {
+    // SAFETY: `extra` is what check_previous_keys produced for this value.
+    PREVIOUS.set(unsafe { read_keys(extra) });
+}
+
+// Whoever asks (a superuser included) sees whether a key is set, never the key itself.
+#[pgrx::pg_guard]
 unsafe extern "C-unwind" fn show_encryption_key() -> *const std::ffi::c_char {
-    hidden(&ENCRYPTION_KEY)
+    if KEY.with_borrow(|k| k.is_some()) {
+        c"(hidden)".as_ptr()
+    } else {
+        c"".as_ptr()
+    }
 }
 
 #[pgrx::pg_guard]
 unsafe extern "C-unwind" fn show_previous_keys() -> *const std::ffi::c_char {
-    hidden(&PREVIOUS_ENCRYPTION_KEYS)
+    if PREVIOUS.with_borrow(|k| k.is_empty()) {
+        c"".as_ptr()
+    } else {
+        c"(hidden)".as_ptr()
+    }
 }

@@ -3,9 +3,11 @@
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
-use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey};
+use jsonwebtoken::Algorithm;
 use serde::de::{Deserialize, Deserializer, MapAccess, Visitor};
 use serde_json::{Map, Value};
+
+use crate::keys::LoadedKey;
 
 /// Smallest and largest NumericDate we accept: years 1 to 9999, which PostgreSQL's
 /// timestamptz also holds, so every accepted time can be stored.
@@ -223,7 +225,9 @@ impl<'de> Deserialize<'de> for StrictObject {
 }
 
 fn decode_part(part: &str, what: &str) -> Result<Vec<u8>, String> {
-    URL_SAFE_NO_PAD.decode(part).map_err(|_| format!("{what} is not base64url"))
+    URL_SAFE_NO_PAD
+        .decode(part)
+        .map_err(|_| format!("{what} is not base64url"))
 }
 
 fn decode_object(part: &str, what: &str) -> Result<Map<String, Value>, String> {
@@ -231,7 +235,12 @@ fn decode_object(part: &str, what: &str) -> Result<Map<String, Value>, String> {
     let s = std::str::from_utf8(&bytes).map_err(|_| format!("{what} is not UTF-8"))?;
     serde_json::from_str::<StrictObject>(s)
         .map(|o| o.0)
-        .map_err(|e| format!("{what} is not a valid JSON object: {}", sanitize_serde_error(&e)))
+        .map_err(|e| {
+            format!(
+                "{what} is not a valid JSON object: {}",
+                sanitize_serde_error(&e)
+            )
+        })
 }
 
 // serde's messages can quote input text; keep only the category and position.
@@ -239,7 +248,9 @@ fn sanitize_serde_error(e: &serde_json::Error) -> String {
     use serde_json::error::Category;
     let what = match e.classify() {
         Category::Io => "read error",
-        Category::Syntax if e.to_string().starts_with("number out of range") => "number out of range",
+        Category::Syntax if e.to_string().starts_with("number out of range") => {
+            "number out of range"
+        }
         Category::Syntax => "syntax error",
         Category::Data => {
             if e.to_string().contains("duplicate member") {
@@ -257,7 +268,9 @@ fn numeric_date(v: Option<&Value>, name: &str) -> Result<Option<f64>, String> {
     match v {
         None => Ok(None),
         Some(Value::Number(n)) => {
-            let f = n.as_f64().ok_or_else(|| format!("{name} is not a number"))?;
+            let f = n
+                .as_f64()
+                .ok_or_else(|| format!("{name} is not a number"))?;
             if !f.is_finite() || !(MIN_NUMERIC_DATE..=MAX_NUMERIC_DATE).contains(&f) {
                 return Err(format!("{name} is out of range"));
             }
@@ -282,7 +295,11 @@ pub fn registered_claims(payload: &Map<String, Value>) -> Result<Claims, String>
         Some(Value::String(s)) => vec![s.clone()],
         Some(Value::Array(items)) => items
             .iter()
-            .map(|i| i.as_str().map(str::to_owned).ok_or_else(|| "aud is not a string or an array of strings".to_owned()))
+            .map(|i| {
+                i.as_str()
+                    .map(str::to_owned)
+                    .ok_or_else(|| "aud is not a string or an array of strings".to_owned())
+            })
             .collect::<Result<_, _>>()?,
         Some(_) => return Err("aud is not a string or an array of strings".into()),
     };
@@ -300,7 +317,10 @@ pub fn registered_claims(payload: &Map<String, Value>) -> Result<Claims, String>
 /// Split and decode a compact JWS. The error says what is wrong without quoting the token.
 pub fn parse(token: &str, max_bytes: usize) -> Result<Parsed<'_>, String> {
     if token.len() > max_bytes {
-        return Err(format!("token is {} bytes, longer than token_store.max_token_bytes ({max_bytes})", token.len()));
+        return Err(format!(
+            "token is {} bytes, longer than token_store.max_token_bytes ({max_bytes})",
+            token.len()
+        ));
     }
     if token.is_empty() {
         return Err("token is empty".into());
@@ -313,7 +333,10 @@ pub fn parse(token: &str, max_bytes: usize) -> Result<Parsed<'_>, String> {
     if s.is_empty() {
         return Err("signature part is empty (unsigned tokens are never accepted)".into());
     }
-    if !s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
+    if !s
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    {
         return Err("signature is not base64url".into());
     }
     let header_obj = decode_object(h, "header")?;
@@ -384,66 +407,6 @@ pub fn check_claims(c: &Claims, p: &Policy) -> Result<(), Reason> {
     Ok(())
 }
 
-/// A key ready to use: parsed once, then cached by the caller.
-pub struct LoadedKey {
-    pub alg: Alg,
-    pub decoding: DecodingKey,
-    pub encoding: Option<EncodingKey>,
-}
-
-/// Key material as stored: the canonical bytes to encrypt and what they can do.
-#[derive(Debug)]
-pub struct KeyMaterial {
-    /// Canonical form (the raw secret for HMAC).
-    pub bytes: Vec<u8>,
-    /// Whether this key can sign (an HMAC secret or a private key).
-    pub can_sign: bool,
-}
-
-/// Read `create_key`'s `key` argument for `alg`. Errors never quote the material.
-pub fn parse_key_material(alg: Alg, text: &str) -> Result<KeyMaterial, String> {
-    let jwk = serde_json::from_str::<Value>(text)
-        .ok()
-        .filter(|v| v.as_object().is_some_and(|o| o.contains_key("kty")));
-    if alg.is_hmac() {
-        let secret = match jwk {
-            Some(v) => oct_secret(&v)?,
-            None => text.as_bytes().to_vec(),
-        };
-        if secret.len() < alg.min_secret_bytes() {
-            return Err(format!(
-                "{} needs a secret of at least {} bytes (RFC 7518 section 3.2), this one has {}",
-                alg.as_str(),
-                alg.min_secret_bytes(),
-                secret.len()
-            ));
-        }
-        return Ok(KeyMaterial { bytes: secret, can_sign: true });
-    }
-    Err(format!("algorithm {} is not supported by this build yet", alg.as_str()))
-}
-
-fn oct_secret(jwk: &Value) -> Result<Vec<u8>, String> {
-    let o = jwk.as_object().expect("checked by caller");
-    if o.get("kty").and_then(Value::as_str) != Some("oct") {
-        return Err("an HMAC key given as a JWK must have kty \"oct\"".into());
-    }
-    let k = o.get("k").and_then(Value::as_str).ok_or("the oct JWK has no \"k\" member")?;
-    URL_SAFE_NO_PAD.decode(k).map_err(|_| "the oct JWK's \"k\" is not base64url".into())
-}
-
-/// Build the usable key from stored material.
-pub fn load_key(alg: Alg, material: &KeyMaterial) -> Result<LoadedKey, String> {
-    if alg.is_hmac() {
-        return Ok(LoadedKey {
-            alg,
-            decoding: DecodingKey::from_secret(&material.bytes).map_err(|e| e.to_string())?,
-            encoding: Some(EncodingKey::from_secret(&material.bytes).map_err(|e| e.to_string())?),
-        });
-    }
-    Err(format!("algorithm {} is not supported by this build yet", alg.as_str()))
-}
-
 /// Check the signature of `token` with `key`. Only the signature: claims are separate.
 pub fn verify_signature(token: &Parsed, key: &LoadedKey) -> bool {
     jsonwebtoken::crypto::verify(
@@ -472,11 +435,19 @@ pub fn sign(key: &LoadedKey, kid: &str, payload: &Map<String, Value>) -> Result<
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::keys::{load_key, parse_key_material, KeyMaterial};
 
     const SECRET: &[u8] = b"0123456789abcdef0123456789abcdef";
 
     fn hs256() -> LoadedKey {
-        load_key(Alg::HS256, &KeyMaterial { bytes: SECRET.to_vec(), can_sign: true }).unwrap()
+        load_key(
+            Alg::HS256,
+            &KeyMaterial {
+                bytes: SECRET.to_vec(),
+                can_sign: true,
+            },
+        )
+        .unwrap()
     }
 
     fn claims(v: Value) -> Map<String, Value> {
@@ -484,7 +455,12 @@ mod tests {
     }
 
     fn policy(now: f64) -> Policy<'static> {
-        Policy { now, leeway: 30.0, audience: None, issuer: None }
+        Policy {
+            now,
+            leeway: 30.0,
+            audience: None,
+            issuer: None,
+        }
     }
 
     #[test]
@@ -500,14 +476,26 @@ mod tests {
     #[test]
     fn sign_then_parse_and_verify() {
         let k = hs256();
-        let t = sign(&k, "k1", &claims(serde_json::json!({"sub":"alice","exp":2000000000,"aud":["a","b"]}))).unwrap();
+        let t = sign(
+            &k,
+            "k1",
+            &claims(serde_json::json!({"sub":"alice","exp":2000000000,"aud":["a","b"]})),
+        )
+        .unwrap();
         let p = parse(&t, 16384).unwrap();
         assert_eq!(p.header.alg, "HS256");
         assert_eq!(p.header.kid.as_deref(), Some("k1"));
         assert_eq!(p.claims.sub.as_deref(), Some("alice"));
         assert_eq!(p.claims.aud, vec!["a", "b"]);
         assert!(verify_signature(&p, &k));
-        let other = load_key(Alg::HS256, &KeyMaterial { bytes: vec![b'x'; 32], can_sign: true }).unwrap();
+        let other = load_key(
+            Alg::HS256,
+            &KeyMaterial {
+                bytes: vec![b'x'; 32],
+                can_sign: true,
+            },
+        )
+        .unwrap();
         assert!(!verify_signature(&p, &other));
     }
 
@@ -523,13 +511,21 @@ mod tests {
         let p = parse(token, 16384).unwrap();
         assert!(verify_signature(&p, &key));
         assert_eq!(p.claims.iss.as_deref(), Some("joe"));
-        assert_eq!(check_claims(&p.claims, &policy(1_700_000_000.0)), Err(Reason::Expired));
+        assert_eq!(
+            check_claims(&p.claims, &policy(1_700_000_000.0)),
+            Err(Reason::Expired)
+        );
     }
 
     #[test]
     fn tampering_breaks_the_signature() {
         let k = hs256();
-        let t = sign(&k, "k1", &claims(serde_json::json!({"sub":"alice","exp":2000000000}))).unwrap();
+        let t = sign(
+            &k,
+            "k1",
+            &claims(serde_json::json!({"sub":"alice","exp":2000000000})),
+        )
+        .unwrap();
         let forged_payload = URL_SAFE_NO_PAD.encode(br#"{"sub":"admin","exp":2000000000}"#);
         let parts: Vec<&str> = t.split('.').collect();
         let forged = format!("{}.{}.{}", parts[0], forged_payload, parts[2]);
@@ -554,16 +550,61 @@ mod tests {
             (format!("{h}.{p}."), "signature part is empty"),
             (format!("{h}.{p}.a+b"), "signature"),
             (format!("!!.{p}.abc"), "base64url"),
-            (format!("{}.{p}.abc", URL_SAFE_NO_PAD.encode(b"[1,2]")), "object"),
-            (format!("{}.{p}.abc", URL_SAFE_NO_PAD.encode([0xff, 0xfe])), "UTF-8"),
-            (format!("{}.{p}.abc", URL_SAFE_NO_PAD.encode(br#"{"alg":"HS256","alg":"none"}"#)), "duplicate"),
-            (format!("{}.{p}.abc", URL_SAFE_NO_PAD.encode(br#"{"typ":"JWT"}"#)), "no alg"),
-            (format!("{}.{p}.abc", URL_SAFE_NO_PAD.encode(br#"{"alg":"HS256","crit":["b64"]}"#)), "crit"),
-            (format!("{h}.{}.abc", URL_SAFE_NO_PAD.encode(br#"{"exp":"tomorrow"}"#)), "exp is not a number"),
-            (format!("{h}.{}.abc", URL_SAFE_NO_PAD.encode(br#"{"exp":1e300}"#)), "out of range"),
-            (format!("{h}.{}.abc", URL_SAFE_NO_PAD.encode(br#"{"exp":1e400}"#)), "number out of range"),
-            (format!("{h}.{}.abc", URL_SAFE_NO_PAD.encode(br#"{"exp":1,"aud":5}"#)), "aud"),
-            (format!("{h}.{}.abc", URL_SAFE_NO_PAD.encode(br#"{"exp":1,"sub":5}"#)), "sub"),
+            (
+                format!("{}.{p}.abc", URL_SAFE_NO_PAD.encode(b"[1,2]")),
+                "object",
+            ),
+            (
+                format!("{}.{p}.abc", URL_SAFE_NO_PAD.encode([0xff, 0xfe])),
+                "UTF-8",
+            ),
+            (
+                format!(
+                    "{}.{p}.abc",
+                    URL_SAFE_NO_PAD.encode(br#"{"alg":"HS256","alg":"none"}"#)
+                ),
+                "duplicate",
+            ),
+            (
+                format!("{}.{p}.abc", URL_SAFE_NO_PAD.encode(br#"{"typ":"JWT"}"#)),
+                "no alg",
+            ),
+            (
+                format!(
+                    "{}.{p}.abc",
+                    URL_SAFE_NO_PAD.encode(br#"{"alg":"HS256","crit":["b64"]}"#)
+                ),
+                "crit",
+            ),
+            (
+                format!(
+                    "{h}.{}.abc",
+                    URL_SAFE_NO_PAD.encode(br#"{"exp":"tomorrow"}"#)
+                ),
+                "exp is not a number",
+            ),
+            (
+                format!("{h}.{}.abc", URL_SAFE_NO_PAD.encode(br#"{"exp":1e300}"#)),
+                "out of range",
+            ),
+            (
+                format!("{h}.{}.abc", URL_SAFE_NO_PAD.encode(br#"{"exp":1e400}"#)),
+                "number out of range",
+            ),
+            (
+                format!(
+                    "{h}.{}.abc",
+                    URL_SAFE_NO_PAD.encode(br#"{"exp":1,"aud":5}"#)
+                ),
+                "aud",
+            ),
+            (
+                format!(
+                    "{h}.{}.abc",
+                    URL_SAFE_NO_PAD.encode(br#"{"exp":1,"sub":5}"#)
+                ),
+                "sub",
+            ),
         ];
         for (tok, want) in cases {
             let err = parse(&tok, 16384).unwrap_err();
@@ -584,44 +625,84 @@ mod tests {
     #[test]
     fn claim_policy() {
         let now = 1_000_000.0;
-        let base = Claims { exp: Some(now + 100.0), ..Default::default() };
+        let base = Claims {
+            exp: Some(now + 100.0),
+            ..Default::default()
+        };
         assert_eq!(check_claims(&base, &policy(now)), Ok(()));
-        assert_eq!(check_claims(&Claims::default(), &policy(now)), Err(Reason::MissingExp));
-        let expired = Claims { exp: Some(now - 31.0), ..Default::default() };
+        assert_eq!(
+            check_claims(&Claims::default(), &policy(now)),
+            Err(Reason::MissingExp)
+        );
+        let expired = Claims {
+            exp: Some(now - 31.0),
+            ..Default::default()
+        };
         assert_eq!(check_claims(&expired, &policy(now)), Err(Reason::Expired));
-        let within_leeway = Claims { exp: Some(now - 29.0), ..Default::default() };
+        let within_leeway = Claims {
+            exp: Some(now - 29.0),
+            ..Default::default()
+        };
         assert_eq!(check_claims(&within_leeway, &policy(now)), Ok(()));
-        let nbf = Claims { nbf: Some(now + 31.0), ..base.clone() };
+        let nbf = Claims {
+            nbf: Some(now + 31.0),
+            ..base.clone()
+        };
         assert_eq!(check_claims(&nbf, &policy(now)), Err(Reason::NotYetValid));
-        let iat = Claims { iat: Some(now + 31.0), ..base.clone() };
+        let iat = Claims {
+            iat: Some(now + 31.0),
+            ..base.clone()
+        };
         assert_eq!(check_claims(&iat, &policy(now)), Err(Reason::NotYetValid));
-        let aud = Claims { aud: vec!["x".into(), "y".into()], ..base.clone() };
-        let want_y = Policy { audience: Some("y"), ..policy(now) };
-        let want_z = Policy { audience: Some("z"), ..policy(now) };
+        let aud = Claims {
+            aud: vec!["x".into(), "y".into()],
+            ..base.clone()
+        };
+        let want_y = Policy {
+            audience: Some("y"),
+            ..policy(now)
+        };
+        let want_z = Policy {
+            audience: Some("z"),
+            ..policy(now)
+        };
         assert_eq!(check_claims(&aud, &want_y), Ok(()));
         assert_eq!(check_claims(&aud, &want_z), Err(Reason::WrongAudience));
         assert_eq!(check_claims(&base, &want_y), Err(Reason::WrongAudience));
-        let iss = Claims { iss: Some("me".into()), ..base.clone() };
-        assert_eq!(check_claims(&iss, &Policy { issuer: Some("me"), ..policy(now) }), Ok(()));
-        assert_eq!(check_claims(&iss, &Policy { issuer: Some("you"), ..policy(now) }), Err(Reason::WrongIssuer));
-        assert_eq!(check_claims(&base, &Policy { issuer: Some("me"), ..policy(now) }), Err(Reason::WrongIssuer));
-    }
-
-    #[test]
-    fn hmac_material() {
-        assert!(parse_key_material(Alg::HS256, "short").unwrap_err().contains("at least 32 bytes"));
-        assert!(parse_key_material(Alg::HS512, &"x".repeat(63)).is_err());
-        assert_eq!(parse_key_material(Alg::HS512, &"x".repeat(64)).unwrap().bytes.len(), 64);
-        let err = parse_key_material(Alg::HS256, r#"{"kty":"RSA","n":"abc"}"#).unwrap_err();
-        assert!(err.contains("oct"), "{err}");
-        assert!(parse_key_material(Alg::HS256, r#"{"kty":"oct"}"#).is_err());
-        assert!(parse_key_material(Alg::HS256, r#"{"kty":"oct","k":"!!"}"#).is_err());
-        // a JSON value that is not a JWK is just a secret
-        let m = parse_key_material(Alg::HS256, r#"{"not":"a jwk but long enough....."}"#).unwrap();
-        assert!(m.can_sign);
-        // errors never echo the secret
-        let e = parse_key_material(Alg::HS256, "hunter2").unwrap_err();
-        assert!(!e.contains("hunter2"));
+        let iss = Claims {
+            iss: Some("me".into()),
+            ..base.clone()
+        };
+        assert_eq!(
+            check_claims(
+                &iss,
+                &Policy {
+                    issuer: Some("me"),
+                    ..policy(now)
+                }
+            ),
+            Ok(())
+        );
+        assert_eq!(
+            check_claims(
+                &iss,
+                &Policy {
+                    issuer: Some("you"),
+                    ..policy(now)
+                }
+            ),
+            Err(Reason::WrongIssuer)
+        );
+        assert_eq!(
+            check_claims(
+                &base,
+                &Policy {
+                    issuer: Some("me"),
+                    ..policy(now)
+                }
+            ),
+            Err(Reason::WrongIssuer)
+        );
     }
 
     #[test]

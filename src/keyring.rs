@@ -7,14 +7,16 @@ use std::rc::Rc;
 use crate::crypto::{EncryptionKey, Keyring};
 use crate::error::{TsError, TsResult};
 use crate::gucs;
-use crate::jwt::{self, Alg, KeyMaterial, LoadedKey};
+use crate::jwt::Alg;
+use crate::keys::{self, KeyMaterial, LoadedKey};
 use crate::storage::KeyRow;
 
+// What the keyring was built from; compared by fingerprint, so no key text is kept here.
 #[derive(PartialEq)]
 struct Source {
     key: Option<String>,
     file: Option<(String, Option<std::time::SystemTime>)>,
-    previous: Option<String>,
+    previous: Vec<String>,
 }
 
 thread_local! {
@@ -25,7 +27,9 @@ thread_local! {
 fn read_key_file(path: &str) -> TsResult<EncryptionKey> {
     use std::os::unix::fs::PermissionsExt;
     let meta = std::fs::metadata(path).map_err(|e| {
-        TsError::NoEncryptionKey(format!("token_store.encryption_key_file \"{path}\" cannot be read: {e}"))
+        TsError::NoEncryptionKey(format!(
+            "token_store.encryption_key_file \"{path}\" cannot be read: {e}"
+        ))
     })?;
     let mode = meta.permissions().mode() & 0o777;
     if mode & 0o077 != 0 {
@@ -35,39 +39,45 @@ fn read_key_file(path: &str) -> TsResult<EncryptionKey> {
         )));
     }
     let text = std::fs::read_to_string(path).map_err(|e| {
-        TsError::NoEncryptionKey(format!("token_store.encryption_key_file \"{path}\" cannot be read: {e}"))
+        TsError::NoEncryptionKey(format!(
+            "token_store.encryption_key_file \"{path}\" cannot be read: {e}"
+        ))
     })?;
     EncryptionKey::parse(&text).map_err(|why| {
-        TsError::NoEncryptionKey(format!("token_store.encryption_key_file \"{path}\" holds no valid key: {why}"))
+        TsError::NoEncryptionKey(format!(
+            "token_store.encryption_key_file \"{path}\" holds no valid key: {why}"
+        ))
     })
 }
 
 /// The keyring as the settings define it now; re-read only when a setting or the key file changes.
 pub fn encryption_keyring() -> TsResult<Rc<Keyring>> {
-    let key = gucs::nonempty(&gucs::ENCRYPTION_KEY);
+    let key = gucs::encryption_key();
+    let previous = gucs::previous_encryption_keys();
     let file = gucs::nonempty(&gucs::ENCRYPTION_KEY_FILE).map(|p| {
         let mtime = std::fs::metadata(&p).and_then(|m| m.modified()).ok();
         (p, mtime)
     });
-    let source = Source { key, file, previous: gucs::nonempty(&gucs::PREVIOUS_ENCRYPTION_KEYS) };
-    if let Some(ring) = RING.with_borrow(|r| r.as_ref().filter(|(s, _)| *s == source).map(|(_, k)| k.clone())) {
+    let source = Source {
+        key: key.as_ref().map(|k| k.fingerprint().to_owned()),
+        file: if key.is_some() { None } else { file },
+        previous: previous
+            .iter()
+            .map(|k| k.fingerprint().to_owned())
+            .collect(),
+    };
+    if let Some(ring) = RING.with_borrow(|r| {
+        r.as_ref()
+            .filter(|(s, _)| *s == source)
+            .map(|(_, k)| k.clone())
+    }) {
         return Ok(ring);
     }
-    // The check hooks have validated both settings, so a parse failure here is a bug.
-    let current = match (&source.key, &source.file) {
-        (Some(k), _) => Some(EncryptionKey::parse(k).map_err(|w| TsError::NoEncryptionKey(w.into()))?),
+    let current = match (key, &source.file) {
+        (Some(k), _) => Some(k),
         (None, Some((path, _))) => Some(read_key_file(path)?),
         (None, None) => None,
     };
-    let previous = source
-        .previous
-        .as_deref()
-        .unwrap_or("")
-        .split(',')
-        .map(str::trim)
-        .filter(|p| !p.is_empty())
-        .filter_map(|p| EncryptionKey::parse(p).ok())
-        .collect();
     let ring = Rc::new(Keyring { current, previous });
     RING.set(Some((source, ring.clone())));
     Ok(ring)
@@ -85,14 +95,24 @@ pub fn current_key() -> TsResult<(Rc<Keyring>, EncryptionKey)> {
 }
 
 /// Open a sealed blob under whichever key its fingerprint names.
-pub fn open(what: impl FnOnce() -> String, fingerprint: &str, aad: &[u8], blob: &[u8]) -> TsResult<Vec<u8>> {
+pub fn open(
+    what: impl FnOnce() -> String,
+    fingerprint: &str,
+    aad: &[u8],
+    blob: &[u8],
+) -> TsResult<Vec<u8>> {
     let ring = encryption_keyring()?;
     if ring.current.is_none() && ring.previous.is_empty() {
-        return Err(TsError::NoEncryptionKey("no key is configured to decrypt stored data".into()));
+        return Err(TsError::NoEncryptionKey(
+            "no key is configured to decrypt stored data".into(),
+        ));
     }
     ring.by_fingerprint(fingerprint)
         .and_then(|k| k.open(aad, blob))
-        .ok_or_else(|| TsError::Undecryptable { what: what(), fingerprint: fingerprint.to_owned() })
+        .ok_or_else(|| TsError::Undecryptable {
+            what: what(),
+            fingerprint: fingerprint.to_owned(),
+        })
 }
 
 /// Associated data binding a key's material to its kid.
@@ -102,21 +122,31 @@ pub fn key_aad(kid: &str) -> Vec<u8> {
     aad
 }
 
+/// The decrypted material of a stored key.
+pub fn material(row: &KeyRow) -> TsResult<KeyMaterial> {
+    let what = || format!("key material of key \"{}\"", row.kid);
+    let bytes = open(what, &row.fingerprint, &key_aad(&row.kid), &row.material)?;
+    Ok(KeyMaterial {
+        bytes,
+        can_sign: row.can_sign,
+    })
+}
+
 /// The parsed key of a stored row, from cache when the row's version has not changed.
 pub fn loaded(row: &KeyRow) -> TsResult<Rc<LoadedKey>> {
     if let Some(k) = SIGNING.with_borrow(|c| {
-        c.get(&row.kid).filter(|(v, _)| *v == row.version).map(|(_, k)| k.clone())
+        c.get(&row.kid)
+            .filter(|(v, _)| *v == row.version)
+            .map(|(_, k)| k.clone())
     }) {
         return Ok(k);
     }
     let alg = Alg::parse(&row.alg)
         .ok_or_else(|| TsError::Internal(format!("key \"{}\" has unknown alg", row.kid)))?;
-    let bytes = open(|| format!("key material of key \"{}\"", row.kid), &row.fingerprint, &key_aad(&row.kid), &row.material)?;
-    let material = KeyMaterial { bytes, can_sign: row.can_sign };
-    let key = Rc::new(
-        jwt::load_key(alg, &material)
-            .map_err(|e| TsError::Internal(format!("stored key \"{}\" cannot be loaded: {e}", row.kid)))?,
-    );
+    let material = material(row)?;
+    let key = Rc::new(keys::load_key(alg, &material).map_err(|e| {
+        TsError::Internal(format!("stored key \"{}\" cannot be loaded: {e}", row.kid))
+    })?);
     SIGNING.with_borrow_mut(|c| c.insert(row.kid.clone(), (row.version, key.clone())));
     Ok(key)
 }

@@ -11,6 +11,7 @@ mod error;
 mod gucs;
 pub mod jwt;
 mod keyring;
+pub mod keys;
 mod shmem;
 mod storage;
 mod worker;

@@ -30,10 +30,15 @@ mod tests {
 
     /// A key `k1` (HS256) and a PL/pgSQL helper returning `SQLSTATE message` of a statement.
     fn setup() {
-        run(&format!("SELECT token_store.create_key('k1', 'HS256', {})", quote(SECRET)));
-        run("CREATE FUNCTION pg_temp.err(q text) RETURNS text LANGUAGE plpgsql AS $$ \
+        run(&format!(
+            "SELECT token_store.create_key('k1', 'HS256', {})",
+            quote(SECRET)
+        ));
+        run(
+            "CREATE FUNCTION pg_temp.err(q text) RETURNS text LANGUAGE plpgsql AS $$ \
              BEGIN EXECUTE q; RETURN 'ok'; \
-             EXCEPTION WHEN OTHERS THEN RETURN SQLSTATE || ' ' || SQLERRM; END $$");
+             EXCEPTION WHEN OTHERS THEN RETURN SQLSTATE || ' ' || SQLERRM; END $$",
+        );
     }
 
     /// `SQLSTATE message` of running `sql`, or `ok`.
@@ -44,15 +49,24 @@ mod tests {
     fn assert_err(sql: &str, sqlstate: &str, message_start: &str) {
         let got = err(sql);
         let want = format!("{sqlstate} {message_start}");
-        assert!(got.starts_with(&want), "{sql}\n  want: {want}\n  got:  {got}");
+        assert!(
+            got.starts_with(&want),
+            "{sql}\n  want: {want}\n  got:  {got}"
+        );
     }
 
     fn issue(claims: Value) -> String {
-        text(&format!("SELECT token_store.jwt_issue({}::jsonb)", quote(&claims.to_string())))
+        text(&format!(
+            "SELECT token_store.jwt_issue({}::jsonb)",
+            quote(&claims.to_string())
+        ))
     }
 
     fn now() -> i64 {
-        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs() as i64
     }
 
     /// A token with any header, signed with HMAC-SHA256 over `secret` (or an empty signature part
@@ -64,13 +78,23 @@ mod tests {
             URL_SAFE_NO_PAD.encode(payload.to_string())
         );
         let key = jsonwebtoken::EncodingKey::from_secret(secret.as_bytes()).unwrap();
-        let sig = jsonwebtoken::crypto::sign(input.as_bytes(), &key, jsonwebtoken::Algorithm::HS256).unwrap();
+        let sig =
+            jsonwebtoken::crypto::sign(input.as_bytes(), &key, jsonwebtoken::Algorithm::HS256)
+                .unwrap();
         format!("{input}.{sig}")
     }
 
     fn reason(token: &str) -> String {
-        let v = one::<JsonB>(&format!("SELECT token_store.jwt_introspect({})", quote(token))).unwrap().0;
-        v.get("reason").and_then(Value::as_str).unwrap_or("active").to_owned()
+        let v = one::<JsonB>(&format!(
+            "SELECT token_store.jwt_introspect({})",
+            quote(token)
+        ))
+        .unwrap()
+        .0;
+        v.get("reason")
+            .and_then(Value::as_str)
+            .unwrap_or("active")
+            .to_owned()
     }
 
     fn valid(token: &str) -> bool {
@@ -81,32 +105,54 @@ mod tests {
     fn issue_adds_registered_claims_and_verifies() {
         setup();
         let t = issue(json!({"sub": "alice", "role": "user"}));
-        let claims = one::<JsonB>(&format!("SELECT token_store.jwt_verify({})", quote(&t))).unwrap().0;
+        let claims = one::<JsonB>(&format!("SELECT token_store.jwt_verify({})", quote(&t)))
+            .unwrap()
+            .0;
         assert_eq!(claims["sub"], "alice");
         assert_eq!(claims["role"], "user");
-        let (iat, exp) = (claims["iat"].as_i64().unwrap(), claims["exp"].as_i64().unwrap());
+        let (iat, exp) = (
+            claims["iat"].as_i64().unwrap(),
+            claims["exp"].as_i64().unwrap(),
+        );
         assert!((iat - now()).abs() <= 2);
         assert_eq!(exp - iat, 15 * 60, "default ttl is 15 minutes");
         assert!(claims["jti"].as_str().unwrap().len() >= 32);
-        let header: Value =
-            serde_json::from_slice(&URL_SAFE_NO_PAD.decode(t.split('.').next().unwrap()).unwrap()).unwrap();
+        let header: Value = serde_json::from_slice(
+            &URL_SAFE_NO_PAD
+                .decode(t.split('.').next().unwrap())
+                .unwrap(),
+        )
+        .unwrap();
         assert_eq!(header, json!({"alg": "HS256", "typ": "JWT", "kid": "k1"}));
         assert!(valid(&t));
-        assert_eq!(one::<i64>("SELECT count(*) FROM token_store.tokens WHERE subject = 'alice'"), Some(1));
+        assert_eq!(
+            one::<i64>("SELECT count(*) FROM token_store.tokens WHERE subject = 'alice'"),
+            Some(1)
+        );
     }
 
     #[pg_test]
     fn issue_keeps_given_claims_and_honours_ttl_and_kid() {
         setup();
-        run(&format!("SELECT token_store.create_key('k2', 'HS256', {})", quote(OTHER_SECRET)));
+        run(&format!(
+            "SELECT token_store.create_key('k2', 'HS256', {})",
+            quote(OTHER_SECRET)
+        ));
         let exp = now() + 1000;
         let t = issue(json!({"sub": "bob", "exp": exp, "jti": "my-jti", "iat": now() - 5}));
-        let c = one::<JsonB>(&format!("SELECT token_store.jwt_verify({})", quote(&t))).unwrap().0;
+        let c = one::<JsonB>(&format!("SELECT token_store.jwt_verify({})", quote(&t)))
+            .unwrap()
+            .0;
         assert_eq!(c["exp"], exp);
         assert_eq!(c["jti"], "my-jti");
         let t = text("SELECT token_store.jwt_issue('{\"sub\":\"c\"}', interval '2 hours', 'k1')");
-        let c = one::<JsonB>(&format!("SELECT token_store.jwt_verify({})", quote(&t))).unwrap().0;
-        assert_eq!(c["exp"].as_i64().unwrap() - c["iat"].as_i64().unwrap(), 7200);
+        let c = one::<JsonB>(&format!("SELECT token_store.jwt_verify({})", quote(&t)))
+            .unwrap()
+            .0;
+        assert_eq!(
+            c["exp"].as_i64().unwrap() - c["iat"].as_i64().unwrap(),
+            7200
+        );
         // without kid: the newest active key that can sign (k2)
         let t = issue(json!({"sub": "d"}));
         let row_kid = text(&format!(
@@ -119,37 +165,97 @@ mod tests {
     #[pg_test]
     fn issue_errors_carry_their_sqlstate() {
         setup();
-        assert_err("SELECT token_store.jwt_issue('[1,2]')", "22023", "claims must be a JSON object");
-        assert_err("SELECT token_store.jwt_issue('{}', '-1 minute')", "22023", "ttl must be positive");
-        assert_err("SELECT token_store.jwt_issue('{\"exp\":\"soon\"}')", "22023", "invalid registered claim");
-        assert_err("SELECT token_store.jwt_issue('{}', '1 hour', 'nope')", "42704", "key \"nope\" does not exist");
+        assert_err(
+            "SELECT token_store.jwt_issue('[1,2]')",
+            "22023",
+            "claims must be a JSON object",
+        );
+        assert_err(
+            "SELECT token_store.jwt_issue('{}', '-1 minute')",
+            "22023",
+            "ttl must be positive",
+        );
+        assert_err(
+            "SELECT token_store.jwt_issue('{\"exp\":\"soon\"}')",
+            "22023",
+            "invalid registered claim",
+        );
+        assert_err(
+            "SELECT token_store.jwt_issue('{}', '1 hour', 'nope')",
+            "42704",
+            "key \"nope\" does not exist",
+        );
         run("SELECT token_store.set_key_state('k1', 'verify_only')");
-        assert_err("SELECT token_store.jwt_issue('{}', '1 hour', 'k1')", "55000", "key \"k1\" is verify_only");
-        assert_err("SELECT token_store.jwt_issue('{}')", "55000", "no active key can sign");
+        assert_err(
+            "SELECT token_store.jwt_issue('{}', '1 hour', 'k1')",
+            "55000",
+            "key \"k1\" is verify_only",
+        );
+        assert_err(
+            "SELECT token_store.jwt_issue('{}')",
+            "55000",
+            "no active key can sign",
+        );
     }
 
     #[pg_test]
     fn store_is_idempotent_and_verifies_first() {
         setup();
         let exp = now() + 600;
-        let t = forge(json!({"alg": "HS256", "kid": "k1"}), json!({"sub": "eve", "exp": exp}), SECRET);
+        let t = forge(
+            json!({"alg": "HS256", "kid": "k1"}),
+            json!({"sub": "eve", "exp": exp}),
+            SECRET,
+        );
         assert_eq!(reason(&t), "not_stored");
-        let a = text(&format!("SELECT token_store.jwt_store({})::text", quote(&t)));
-        let b = text(&format!("SELECT token_store.jwt_store({})::text", quote(&t)));
+        let a = text(&format!(
+            "SELECT token_store.jwt_store({})::text",
+            quote(&t)
+        ));
+        let b = text(&format!(
+            "SELECT token_store.jwt_store({})::text",
+            quote(&t)
+        ));
         assert_eq!(a, b);
-        assert_eq!(one::<i64>("SELECT count(*) FROM token_store.tokens"), Some(1));
+        assert_eq!(
+            one::<i64>("SELECT count(*) FROM token_store.tokens"),
+            Some(1)
+        );
         assert!(valid(&t));
-        let bad = forge(json!({"alg": "HS256", "kid": "k1"}), json!({"sub": "eve", "exp": exp}), OTHER_SECRET);
-        assert_err(&format!("SELECT token_store.jwt_store({})", quote(&bad)), "28000", "token rejected: bad_signature");
-        let expired = forge(json!({"alg": "HS256"}), json!({"exp": now() - 3600}), SECRET);
-        assert_err(&format!("SELECT token_store.jwt_store({})", quote(&expired)), "28000", "token rejected: expired");
-        assert_err("SELECT token_store.jwt_store('nope')", "22P02", "invalid token:");
+        let bad = forge(
+            json!({"alg": "HS256", "kid": "k1"}),
+            json!({"sub": "eve", "exp": exp}),
+            OTHER_SECRET,
+        );
+        assert_err(
+            &format!("SELECT token_store.jwt_store({})", quote(&bad)),
+            "28000",
+            "token rejected: bad_signature",
+        );
+        let expired = forge(
+            json!({"alg": "HS256"}),
+            json!({"exp": now() - 3600}),
+            SECRET,
+        );
+        assert_err(
+            &format!("SELECT token_store.jwt_store({})", quote(&expired)),
+            "28000",
+            "token rejected: expired",
+        );
+        assert_err(
+            "SELECT token_store.jwt_store('nope')",
+            "22P02",
+            "invalid token:",
+        );
     }
 
     #[pg_test]
     fn every_reason_code() {
         setup();
-        run(&format!("SELECT token_store.create_key('h384', 'HS384', {})", quote(&"s".repeat(48))));
+        run(&format!(
+            "SELECT token_store.create_key('h384', 'HS384', {})",
+            quote(&"s".repeat(48))
+        ));
         let exp = now() + 600;
         let stored = |claims: Value| {
             let t = forge(json!({"alg": "HS256", "kid": "k1"}), claims, SECRET);
@@ -157,32 +263,142 @@ mod tests {
             t
         };
         let cases: Vec<(String, &str)> = vec![
-            (forge(json!({"alg": "HS256", "kid": "k1"}), json!({"exp": exp}), OTHER_SECRET), "bad_signature"),
-            (forge(json!({"alg": "HS256"}), json!({"exp": exp}), OTHER_SECRET), "bad_signature"),
-            (forge(json!({"alg": "HS256", "kid": "ghost"}), json!({"exp": exp}), SECRET), "unknown_key"),
-            (forge(json!({"alg": "HS256", "kid": "' OR 1=1 --"}), json!({"exp": exp}), SECRET), "unknown_key"),
-            (forge(json!({"alg": "none"}), json!({"exp": exp}), SECRET), "algorithm_not_allowed"),
-            (forge(json!({"alg": "hs256", "kid": "k1"}), json!({"exp": exp}), SECRET), "algorithm_not_allowed"),
-            (forge(json!({"alg": "HS256", "kid": "h384"}), json!({"exp": exp}), SECRET), "algorithm_not_allowed"),
-            (forge(json!({"alg": "HS256", "kid": "k1"}), json!({"sub": "x"}), SECRET), "missing_exp"),
-            (forge(json!({"alg": "HS256", "kid": "k1"}), json!({"exp": now() - 120}), SECRET), "expired"),
-            (forge(json!({"alg": "HS256", "kid": "k1"}), json!({"exp": exp, "nbf": now() + 300}), SECRET), "not_yet_valid"),
-            (forge(json!({"alg": "HS256", "kid": "k1"}), json!({"exp": exp, "iat": now() + 300}), SECRET), "not_yet_valid"),
-            (forge(json!({"alg": "HS256", "kid": "k1"}), json!({"exp": exp, "n": 1}), SECRET), "not_stored"),
+            (
+                forge(
+                    json!({"alg": "HS256", "kid": "k1"}),
+                    json!({"exp": exp}),
+                    OTHER_SECRET,
+                ),
+                "bad_signature",
+            ),
+            (
+                forge(json!({"alg": "HS256"}), json!({"exp": exp}), OTHER_SECRET),
+                "bad_signature",
+            ),
+            (
+                forge(
+                    json!({"alg": "HS256", "kid": "ghost"}),
+                    json!({"exp": exp}),
+                    SECRET,
+                ),
+                "unknown_key",
+            ),
+            (
+                forge(
+                    json!({"alg": "HS256", "kid": "' OR 1=1 --"}),
+                    json!({"exp": exp}),
+                    SECRET,
+                ),
+                "unknown_key",
+            ),
+            (
+                forge(json!({"alg": "none"}), json!({"exp": exp}), SECRET),
+                "algorithm_not_allowed",
+            ),
+            (
+                forge(
+                    json!({"alg": "hs256", "kid": "k1"}),
+                    json!({"exp": exp}),
+                    SECRET,
+                ),
+                "algorithm_not_allowed",
+            ),
+            (
+                forge(
+                    json!({"alg": "HS256", "kid": "h384"}),
+                    json!({"exp": exp}),
+                    SECRET,
+                ),
+                "algorithm_not_allowed",
+            ),
+            (
+                forge(
+                    json!({"alg": "HS256", "kid": "k1"}),
+                    json!({"sub": "x"}),
+                    SECRET,
+                ),
+                "missing_exp",
+            ),
+            (
+                forge(
+                    json!({"alg": "HS256", "kid": "k1"}),
+                    json!({"exp": now() - 120}),
+                    SECRET,
+                ),
+                "expired",
+            ),
+            (
+                forge(
+                    json!({"alg": "HS256", "kid": "k1"}),
+                    json!({"exp": exp, "nbf": now() + 300}),
+                    SECRET,
+                ),
+                "not_yet_valid",
+            ),
+            (
+                forge(
+                    json!({"alg": "HS256", "kid": "k1"}),
+                    json!({"exp": exp, "iat": now() + 300}),
+                    SECRET,
+                ),
+                "not_yet_valid",
+            ),
+            (
+                forge(
+                    json!({"alg": "HS256", "kid": "k1"}),
+                    json!({"exp": exp, "n": 1}),
+                    SECRET,
+                ),
+                "not_stored",
+            ),
             ("a.b".to_owned(), "malformed"),
-            (forge(json!({"alg": "HS256", "crit": ["exp"]}), json!({"exp": exp}), SECRET), "malformed"),
+            (
+                forge(
+                    json!({"alg": "HS256", "crit": ["exp"]}),
+                    json!({"exp": exp}),
+                    SECRET,
+                ),
+                "malformed",
+            ),
         ];
         for (token, want) in &cases {
             assert_eq!(reason(token), *want, "{token}");
             assert!(!valid(token));
-            let (state, prefix) = if *want == "malformed" { ("22P02", "invalid token:".to_owned()) } else { ("28000", format!("token rejected: {want}")) };
-            assert_err(&format!("SELECT token_store.jwt_verify({})", quote(token)), state, &prefix);
+            let (state, prefix) = if *want == "malformed" {
+                ("22P02", "invalid token:".to_owned())
+            } else {
+                ("28000", format!("token rejected: {want}"))
+            };
+            assert_err(
+                &format!("SELECT token_store.jwt_verify({})", quote(token)),
+                state,
+                &prefix,
+            );
         }
         let aud = stored(json!({"exp": exp, "aud": ["api"], "iss": "me"}));
         assert_eq!(reason(&aud), "active");
-        assert_err(&format!("SELECT token_store.jwt_verify({}, 'web')", quote(&aud)), "28000", "token rejected: wrong_audience");
-        assert_err(&format!("SELECT token_store.jwt_verify({}, 'api', 'you')", quote(&aud)), "28000", "token rejected: wrong_issuer");
-        assert_eq!(one::<JsonB>(&format!("SELECT token_store.jwt_verify({}, 'api', 'me')", quote(&aud))).unwrap().0["iss"], "me");
+        assert_err(
+            &format!("SELECT token_store.jwt_verify({}, 'web')", quote(&aud)),
+            "28000",
+            "token rejected: wrong_audience",
+        );
+        assert_err(
+            &format!(
+                "SELECT token_store.jwt_verify({}, 'api', 'you')",
+                quote(&aud)
+            ),
+            "28000",
+            "token rejected: wrong_issuer",
+        );
+        assert_eq!(
+            one::<JsonB>(&format!(
+                "SELECT token_store.jwt_verify({}, 'api', 'me')",
+                quote(&aud)
+            ))
+            .unwrap()
+            .0["iss"],
+            "me"
+        );
         run("SET LOCAL token_store.audience = 'web'");
         assert_eq!(reason(&aud), "wrong_audience");
         run("SET LOCAL token_store.audience = 'api'");
@@ -191,21 +407,55 @@ mod tests {
         run("RESET token_store.audience");
         run("RESET token_store.issuer");
         let revoked = stored(json!({"exp": exp, "sub": "r"}));
-        run(&format!("SELECT token_store.jwt_revoke({})", quote(&revoked)));
+        run(&format!(
+            "SELECT token_store.jwt_revoke({})",
+            quote(&revoked)
+        ));
         assert_eq!(reason(&revoked), "revoked");
         run("SET LOCAL token_store.require_stored = off");
-        let unstored = forge(json!({"alg": "HS256", "kid": "k1"}), json!({"exp": exp, "sub": "sr", "iat": now() - 10}), SECRET);
+        let unstored = forge(
+            json!({"alg": "HS256", "kid": "k1"}),
+            json!({"exp": exp, "sub": "sr", "iat": now() - 10}),
+            SECRET,
+        );
         assert_eq!(reason(&unstored), "active");
         run("SELECT token_store.jwt_revoke_subject('sr')");
         assert_eq!(reason(&unstored), "subject_revoked");
-        let no_iat = forge(json!({"alg": "HS256", "kid": "k1"}), json!({"exp": exp, "sub": "sr"}), SECRET);
+        let no_iat = forge(
+            json!({"alg": "HS256", "kid": "k1"}),
+            json!({"exp": exp, "sub": "sr"}),
+            SECRET,
+        );
         assert_eq!(reason(&no_iat), "subject_revoked");
-        let later = forge(json!({"alg": "HS256", "kid": "k1"}), json!({"exp": exp, "sub": "sr", "iat": now() + 2}), SECRET);
-        assert_eq!(reason(&later), "active", "a token issued after the revocation is accepted");
+        let later = forge(
+            json!({"alg": "HS256", "kid": "k1"}),
+            json!({"exp": exp, "sub": "sr", "iat": now() + 2}),
+            SECRET,
+        );
+        assert_eq!(
+            reason(&later),
+            "active",
+            "a token issued after the revocation is accepted"
+        );
         // every outcome above was counted
-        let v = one::<JsonB>("SELECT verifications FROM token_store.stats()").unwrap().0;
-        for r in ["bad_signature", "unknown_key", "algorithm_not_allowed", "missing_exp", "expired", "not_yet_valid",
-                  "wrong_audience", "wrong_issuer", "revoked", "subject_revoked", "not_stored", "malformed", "ok"] {
+        let v = one::<JsonB>("SELECT verifications FROM token_store.stats()")
+            .unwrap()
+            .0;
+        for r in [
+            "bad_signature",
+            "unknown_key",
+            "algorithm_not_allowed",
+            "missing_exp",
+            "expired",
+            "not_yet_valid",
+            "wrong_audience",
+            "wrong_issuer",
+            "revoked",
+            "subject_revoked",
+            "not_stored",
+            "malformed",
+            "ok",
+        ] {
             assert!(v[r].as_u64().unwrap() >= 1, "{r} not counted: {v}");
         }
     }
@@ -214,13 +464,29 @@ mod tests {
     fn valid_never_raises_for_token_input() {
         setup();
         let huge = "a".repeat(100_000);
-        let inputs = ["", ".", "..", "a.b.c", "a.b.c.d", "\u{1F600}.x.y", "eyJhbGciOiJIUzI1NiJ9..", &huge];
+        let inputs = [
+            "",
+            ".",
+            "..",
+            "a.b.c",
+            "a.b.c.d",
+            "\u{1F600}.x.y",
+            "eyJhbGciOiJIUzI1NiJ9..",
+            &huge,
+        ];
         for t in inputs {
             assert!(!valid(t), "{t}");
             assert_eq!(reason(t), "malformed");
         }
-        assert_eq!(one::<bool>("SELECT token_store.jwt_valid(NULL)"), Some(false));
-        assert_err(&format!("SELECT token_store.jwt_verify({})", quote(&huge)), "22P02", "invalid token: token is 100000 bytes");
+        assert_eq!(
+            one::<bool>("SELECT token_store.jwt_valid(NULL)"),
+            Some(false)
+        );
+        assert_err(
+            &format!("SELECT token_store.jwt_verify({})", quote(&huge)),
+            "22P02",
+            "invalid token: token is 100000 bytes",
+        );
     }
 
     #[pg_test]
@@ -228,20 +494,30 @@ mod tests {
         setup();
         let t = forge(json!({"alg": "HS256"}), json!({"exp": now() - 10}), SECRET);
         run("SET LOCAL token_store.require_stored = off");
-        assert_eq!(reason(&t), "active", "10 s past exp is inside the default 30 s leeway");
+        assert_eq!(
+            reason(&t),
+            "active",
+            "10 s past exp is inside the default 30 s leeway"
+        );
         run("SET LOCAL token_store.leeway = 0");
         assert_eq!(reason(&t), "expired");
         run("SET LOCAL token_store.leeway = 30");
         run("SET LOCAL token_store.max_token_bytes = 64");
         assert!(t.len() > 64);
-        assert_err(&format!("SELECT token_store.jwt_verify({})", quote(&t)), "22P02", "invalid token: token is");
+        assert_err(
+            &format!("SELECT token_store.jwt_verify({})", quote(&t)),
+            "22P02",
+            "invalid token: token is",
+        );
     }
 
     #[pg_test]
     fn introspect_has_rfc7662_shape() {
         setup();
         let t = issue(json!({"sub": "ann", "scope": "read"}));
-        let v = one::<JsonB>(&format!("SELECT token_store.jwt_introspect({})", quote(&t))).unwrap().0;
+        let v = one::<JsonB>(&format!("SELECT token_store.jwt_introspect({})", quote(&t)))
+            .unwrap()
+            .0;
         assert_eq!(v["active"], true);
         assert_eq!(v["sub"], "ann");
         assert_eq!(v["scope"], "read");
@@ -250,7 +526,9 @@ mod tests {
             quote(&t)
         ));
         assert_eq!(v["token_id"], id.as_str());
-        let v = one::<JsonB>("SELECT token_store.jwt_introspect('x.y.z')").unwrap().0;
+        let v = one::<JsonB>("SELECT token_store.jwt_introspect('x.y.z')")
+            .unwrap()
+            .0;
         assert_eq!(v, json!({"active": false, "reason": "malformed"}));
     }
 
@@ -258,20 +536,51 @@ mod tests {
     fn revoke_stored_and_unstored_tokens() {
         setup();
         let t = issue(json!({"sub": "a"}));
-        assert_eq!(one::<bool>(&format!("SELECT token_store.jwt_revoke({}, 'logout')", quote(&t))), Some(true));
-        assert_eq!(one::<bool>(&format!("SELECT token_store.jwt_revoke({})", quote(&t))), Some(false));
-        assert_eq!(text("SELECT revoke_reason FROM token_store.tokens WHERE subject = 'a'"), "logout");
+        assert_eq!(
+            one::<bool>(&format!(
+                "SELECT token_store.jwt_revoke({}, 'logout')",
+                quote(&t)
+            )),
+            Some(true)
+        );
+        assert_eq!(
+            one::<bool>(&format!("SELECT token_store.jwt_revoke({})", quote(&t))),
+            Some(false)
+        );
+        assert_eq!(
+            text("SELECT revoke_reason FROM token_store.tokens WHERE subject = 'a'"),
+            "logout"
+        );
         // deny-list mode: a correctly signed token that was never stored gets a revoked row
-        let u = forge(json!({"alg": "HS256", "kid": "k1"}), json!({"sub": "u", "exp": now() + 600}), SECRET);
+        let u = forge(
+            json!({"alg": "HS256", "kid": "k1"}),
+            json!({"sub": "u", "exp": now() + 600}),
+            SECRET,
+        );
         run("SET LOCAL token_store.require_stored = off");
         assert!(valid(&u));
-        assert_eq!(one::<bool>(&format!("SELECT token_store.jwt_revoke({})", quote(&u))), Some(true));
+        assert_eq!(
+            one::<bool>(&format!("SELECT token_store.jwt_revoke({})", quote(&u))),
+            Some(true)
+        );
         assert_eq!(reason(&u), "revoked");
         assert_eq!(one::<i64>("SELECT count(*) FROM token_store.tokens WHERE subject = 'u' AND revoked_at IS NOT NULL"), Some(1));
         // a forged token is not revocable: revoking needs a valid signature
-        let forged = forge(json!({"alg": "HS256", "kid": "k1"}), json!({"sub": "u", "exp": now() + 600}), OTHER_SECRET);
-        assert_err(&format!("SELECT token_store.jwt_revoke({})", quote(&forged)), "28000", "token rejected: bad_signature");
-        assert_err("SELECT token_store.jwt_revoke('junk')", "22P02", "invalid token:");
+        let forged = forge(
+            json!({"alg": "HS256", "kid": "k1"}),
+            json!({"sub": "u", "exp": now() + 600}),
+            OTHER_SECRET,
+        );
+        assert_err(
+            &format!("SELECT token_store.jwt_revoke({})", quote(&forged)),
+            "28000",
+            "token rejected: bad_signature",
+        );
+        assert_err(
+            "SELECT token_store.jwt_revoke('junk')",
+            "22P02",
+            "invalid token:",
+        );
     }
 
     #[pg_test]
@@ -279,15 +588,32 @@ mod tests {
         setup();
         let t = issue(json!({"sub": "s1"}));
         let id = text("SELECT id::text FROM token_store.tokens WHERE subject = 's1'");
-        assert_eq!(one::<bool>(&format!("SELECT token_store.jwt_revoke_id('{id}', 'admin')")), Some(true));
-        assert_eq!(one::<bool>(&format!("SELECT token_store.jwt_revoke_id('{id}')")), Some(false));
-        assert_eq!(one::<bool>("SELECT token_store.jwt_revoke_id(gen_random_uuid())"), Some(false));
+        assert_eq!(
+            one::<bool>(&format!(
+                "SELECT token_store.jwt_revoke_id('{id}', 'admin')"
+            )),
+            Some(true)
+        );
+        assert_eq!(
+            one::<bool>(&format!("SELECT token_store.jwt_revoke_id('{id}')")),
+            Some(false)
+        );
+        assert_eq!(
+            one::<bool>("SELECT token_store.jwt_revoke_id(gen_random_uuid())"),
+            Some(false)
+        );
         assert_eq!(reason(&t), "revoked");
         let a = issue(json!({"sub": "s2"}));
         let b = issue(json!({"sub": "s2"}));
         let other = issue(json!({"sub": "s3"}));
-        assert_eq!(one::<i64>("SELECT token_store.jwt_revoke_subject('s2', 'everywhere')"), Some(2));
-        assert_eq!(one::<i64>("SELECT token_store.jwt_revoke_subject('s2')"), Some(0));
+        assert_eq!(
+            one::<i64>("SELECT token_store.jwt_revoke_subject('s2', 'everywhere')"),
+            Some(2)
+        );
+        assert_eq!(
+            one::<i64>("SELECT token_store.jwt_revoke_subject('s2')"),
+            Some(0)
+        );
         assert_eq!(reason(&a), "revoked");
         assert_eq!(reason(&b), "revoked");
         assert_eq!(reason(&other), "active");
@@ -298,19 +624,38 @@ mod tests {
         setup();
         issue(json!({"sub": "p1", "email": "p1@example.com"}));
         issue(json!({"sub": "p2"}));
-        let v = one::<JsonB>("SELECT token_store.jwt_payload(id) FROM token_store.tokens WHERE subject = 'p1'").unwrap().0;
+        let v = one::<JsonB>(
+            "SELECT token_store.jwt_payload(id) FROM token_store.tokens WHERE subject = 'p1'",
+        )
+        .unwrap()
+        .0;
         assert_eq!(v["email"], "p1@example.com");
-        assert_eq!(one::<JsonB>("SELECT token_store.jwt_payload(gen_random_uuid())").map(|j| j.0), None);
+        assert_eq!(
+            one::<JsonB>("SELECT token_store.jwt_payload(gen_random_uuid())").map(|j| j.0),
+            None
+        );
         // no claim value and no token text in clear anywhere in the table
         let all = text("SELECT string_agg(t::text, ' ') FROM token_store.tokens t");
-        assert!(!all.contains("p1@example.com") && !all.contains("eyJ"), "{all}");
+        assert!(
+            !all.contains("p1@example.com") && !all.contains("eyJ"),
+            "{all}"
+        );
         // copy p2's payload onto p1: bound to p2's id, so it does not open under p1's
         run("UPDATE token_store.tokens SET payload = (SELECT payload FROM token_store.tokens WHERE subject = 'p2') WHERE subject = 'p1'");
-        assert_err("SELECT token_store.jwt_payload(id) FROM token_store.tokens WHERE subject = 'p1'", "XX001", "cannot decrypt payload of token");
+        assert_err(
+            "SELECT token_store.jwt_payload(id) FROM token_store.tokens WHERE subject = 'p1'",
+            "XX001",
+            "cannot decrypt payload of token",
+        );
         run("UPDATE token_store.tokens SET payload = set_byte(payload, 20, get_byte(payload, 20) # 1) WHERE subject = 'p2'");
-        assert_err("SELECT token_store.jwt_payload(id) FROM token_store.tokens WHERE subject = 'p2'", "XX001", "cannot decrypt");
+        assert_err(
+            "SELECT token_store.jwt_payload(id) FROM token_store.tokens WHERE subject = 'p2'",
+            "XX001",
+            "cannot decrypt",
+        );
         run("UPDATE token_store.tokens SET key_fingerprint = '0000000000000000' WHERE subject = 'p2'");
-        let e = err("SELECT token_store.jwt_payload(id) FROM token_store.tokens WHERE subject = 'p2'");
+        let e =
+            err("SELECT token_store.jwt_payload(id) FROM token_store.tokens WHERE subject = 'p2'");
         assert!(e.starts_with("XX001"), "{e}");
     }
 
@@ -322,14 +667,30 @@ mod tests {
         }
         issue(json!({"sub": "live"}));
         let old_revoked = issue(json!({"sub": "old-revoked", "exp": now() - 10}));
-        run(&format!("SELECT token_store.jwt_revoke({})", quote(&old_revoked)));
+        run(&format!(
+            "SELECT token_store.jwt_revoke({})",
+            quote(&old_revoked)
+        ));
         assert_eq!(one::<i64>("SELECT token_store.purge(2)"), Some(2));
-        assert_eq!(one::<i64>("SELECT token_store.purge()"), Some(3), "the revoked row inside the leeway stays");
-        assert_eq!(one::<i64>("SELECT count(*) FROM token_store.tokens"), Some(2));
+        assert_eq!(
+            one::<i64>("SELECT token_store.purge()"),
+            Some(3),
+            "the revoked row inside the leeway stays"
+        );
+        assert_eq!(
+            one::<i64>("SELECT count(*) FROM token_store.tokens"),
+            Some(2)
+        );
         run("SET LOCAL token_store.leeway = 0");
         assert_eq!(one::<i64>("SELECT token_store.purge()"), Some(1));
-        assert_eq!(text("SELECT string_agg(subject, ',') FROM token_store.tokens"), "live");
-        let (total, rows) = (one::<i64>("SELECT purged_total FROM token_store.stats"), one::<i64>("SELECT last_purge_rows FROM token_store.stats"));
+        assert_eq!(
+            text("SELECT string_agg(subject, ',') FROM token_store.tokens"),
+            "live"
+        );
+        let (total, rows) = (
+            one::<i64>("SELECT purged_total FROM token_store.stats"),
+            one::<i64>("SELECT last_purge_rows FROM token_store.stats"),
+        );
         assert!(total.unwrap() >= 6);
         assert_eq!(rows, Some(1));
     }
@@ -341,28 +702,78 @@ mod tests {
         let r = issue(json!({"sub": "b"}));
         issue(json!({"sub": "c", "exp": now() - 100}));
         run(&format!("SELECT token_store.jwt_revoke({})", quote(&r)));
-        let row = Spi::get_three::<i64, i64, i64>("SELECT active, revoked, expired FROM token_store.stats").unwrap();
+        let row = Spi::get_three::<i64, i64, i64>(
+            "SELECT active, revoked, expired FROM token_store.stats",
+        )
+        .unwrap();
         assert_eq!(row, (Some(1), Some(1), Some(1)));
-        let per_key = one::<JsonB>("SELECT rows_per_key FROM token_store.stats").unwrap().0;
-        let total: u64 = per_key.as_object().unwrap().values().map(|v| v.as_u64().unwrap()).sum();
+        let per_key = one::<JsonB>("SELECT rows_per_key FROM token_store.stats")
+            .unwrap()
+            .0;
+        let total: u64 = per_key
+            .as_object()
+            .unwrap()
+            .values()
+            .map(|v| v.as_u64().unwrap())
+            .sum();
         assert_eq!(total, 4, "three tokens and one key: {per_key}");
-        assert_eq!(one::<bool>("SELECT counters_shared FROM token_store.stats"), Some(true));
+        assert_eq!(
+            one::<bool>("SELECT counters_shared FROM token_store.stats"),
+            Some(true)
+        );
     }
 
     #[pg_test]
     fn key_management_errors_and_states() {
         setup();
-        assert_err("SELECT token_store.create_key('x', 'HS257', 'whatever')", "22023", "unknown algorithm \"HS257\"");
-        assert_err("SELECT token_store.create_key('x', 'none', 'whatever')", "22023", "unknown algorithm");
-        assert_err("SELECT token_store.create_key('x', 'HS256', 'short')", "22023", "invalid key material");
-        assert_err("SELECT token_store.create_key('x', 'HS256', '{\"kty\":\"RSA\"}')", "22023", "invalid key material");
-        assert_err(&format!("SELECT token_store.create_key('k1', 'HS256', {})", quote(SECRET)), "42710", "key \"k1\" already exists");
-        assert_err("SELECT token_store.set_key_state('k1', 'deleted')", "22023", "invalid key state");
-        assert_err("SELECT token_store.set_key_state('ghost', 'retired')", "42704", "key \"ghost\" does not exist");
+        assert_err(
+            "SELECT token_store.create_key('x', 'HS257', 'whatever')",
+            "22023",
+            "unknown algorithm \"HS257\"",
+        );
+        assert_err(
+            "SELECT token_store.create_key('x', 'none', 'whatever')",
+            "22023",
+            "unknown algorithm",
+        );
+        assert_err(
+            "SELECT token_store.create_key('x', 'HS256', 'short')",
+            "22023",
+            "invalid key material",
+        );
+        assert_err(
+            "SELECT token_store.create_key('x', 'HS256', '{\"kty\":\"RSA\"}')",
+            "22023",
+            "invalid key material",
+        );
+        assert_err(
+            &format!(
+                "SELECT token_store.create_key('k1', 'HS256', {})",
+                quote(SECRET)
+            ),
+            "42710",
+            "key \"k1\" already exists",
+        );
+        assert_err(
+            "SELECT token_store.set_key_state('k1', 'deleted')",
+            "22023",
+            "invalid key state",
+        );
+        assert_err(
+            "SELECT token_store.set_key_state('ghost', 'retired')",
+            "42704",
+            "key \"ghost\" does not exist",
+        );
         // an oct JWK is read as a JWK
         let k = URL_SAFE_NO_PAD.encode(OTHER_SECRET);
-        run(&format!("SELECT token_store.create_key('jwk', 'HS256', '{{\"kty\":\"oct\",\"k\":\"{k}\"}}')"));
-        let t = forge(json!({"alg": "HS256", "kid": "jwk"}), json!({"exp": now() + 60}), OTHER_SECRET);
+        run(&format!(
+            "SELECT token_store.create_key('jwk', 'HS256', '{{\"kty\":\"oct\",\"k\":\"{k}\"}}')"
+        ));
+        let t = forge(
+            json!({"alg": "HS256", "kid": "jwk"}),
+            json!({"exp": now() + 60}),
+            OTHER_SECRET,
+        );
         run("SET LOCAL token_store.require_stored = off");
         assert_eq!(reason(&t), "active");
         let t1 = text("SELECT token_store.jwt_issue('{\"sub\":\"k\"}', '1 hour', 'k1')");
@@ -377,7 +788,9 @@ mod tests {
         // the view never shows material
         let cols = text("SELECT string_agg(attname, ',' ORDER BY attnum) FROM pg_attribute WHERE attrelid = 'token_store.keys'::regclass AND attnum > 0");
         assert_eq!(cols, "kid,alg,state,can_sign,created_at");
-        let sealed = text("SELECT encode(material, 'escape') FROM token_store.signing_keys WHERE kid = 'k1'");
+        let sealed = text(
+            "SELECT encode(material, 'escape') FROM token_store.signing_keys WHERE kid = 'k1'",
+        );
         assert!(!sealed.contains(SECRET));
     }
 
@@ -395,7 +808,9 @@ mod tests {
         );
         assert_eq!(public_exec, "");
         assert_eq!(
-            one::<bool>("SELECT has_table_privilege('token_store_app', 'token_store.tokens', 'SELECT')"),
+            one::<bool>(
+                "SELECT has_table_privilege('token_store_app', 'token_store.tokens', 'SELECT')"
+            ),
             Some(false)
         );
         assert_eq!(
@@ -409,6 +824,162 @@ mod tests {
         assert_eq!(
             one::<bool>("SELECT has_function_privilege('token_store_app', 'token_store.jwt_verify(text,text,text)', 'EXECUTE')"),
             Some(true)
+        );
+    }
+
+    #[pg_test]
+    fn generated_asymmetric_keys_sign_verify_and_publish() {
+        setup();
+        for (kid, alg, kty) in [
+            ("r1", "RS256", "RSA"),
+            ("p1", "PS384", "RSA"),
+            ("e1", "ES256", "EC"),
+            ("e2", "ES384", "EC"),
+            ("d1", "EdDSA", "OKP"),
+        ] {
+            let jwk = one::<JsonB>(&format!(
+                "SELECT token_store.generate_key('{kid}', '{alg}')"
+            ))
+            .unwrap()
+            .0;
+            assert_eq!(jwk["kid"], kid);
+            assert_eq!(jwk["alg"], alg);
+            assert_eq!(jwk["kty"], kty);
+            assert!(jwk.get("d").is_none() && jwk.get("p").is_none(), "{jwk}");
+            let t = text(&format!(
+                "SELECT token_store.jwt_issue('{{\"sub\":\"{kid}\"}}', '1 hour', '{kid}')"
+            ));
+            assert_eq!(reason(&t), "active", "{alg}");
+            let header: Value = serde_json::from_slice(
+                &URL_SAFE_NO_PAD
+                    .decode(t.split('.').next().unwrap())
+                    .unwrap(),
+            )
+            .unwrap();
+            assert_eq!(header["alg"], alg);
+        }
+        let hs = one::<JsonB>("SELECT token_store.generate_key('h1', 'HS512')")
+            .unwrap()
+            .0;
+        assert_eq!(hs, json!({"kid": "h1", "alg": "HS512", "kty": "oct"}));
+        let set = one::<JsonB>("SELECT token_store.jwks()").unwrap().0;
+        let kids: Vec<&str> = set["keys"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|k| k["kid"].as_str().unwrap())
+            .collect();
+        assert_eq!(
+            kids.len(),
+            5,
+            "only asymmetric keys are published: {kids:?}"
+        );
+        assert!(!kids.contains(&"h1") && !kids.contains(&"k1"));
+        run("SELECT token_store.set_key_state('e2', 'retired')");
+        let set = one::<JsonB>("SELECT token_store.jwks()").unwrap().0;
+        assert_eq!(
+            set["keys"].as_array().unwrap().len(),
+            4,
+            "retired keys leave the JWKS"
+        );
+        assert_err(
+            "SELECT token_store.generate_key('r1', 'RS256')",
+            "42710",
+            "key \"r1\" already exists",
+        );
+        assert_err(
+            "SELECT token_store.generate_key('x', 'RS1')",
+            "22023",
+            "unknown algorithm",
+        );
+    }
+
+    #[pg_test]
+    fn import_jwks_adds_verify_only_keys_idempotently() {
+        setup();
+        run("SELECT token_store.generate_key('src', 'ES256')");
+        let t = text("SELECT token_store.jwt_issue('{\"sub\":\"i\"}', '1 hour', 'src')");
+        let mut set = one::<JsonB>("SELECT token_store.jwks()").unwrap().0;
+        // the same JWKS again: nothing new
+        assert_eq!(
+            one::<i32>(&format!(
+                "SELECT token_store.import_jwks({}::jsonb)",
+                quote(&set.to_string())
+            )),
+            Some(0)
+        );
+        set["keys"][0]["kid"] = json!("imported");
+        let doc = quote(&set.to_string());
+        assert_eq!(
+            one::<i32>(&format!("SELECT token_store.import_jwks({doc}::jsonb)")),
+            Some(1)
+        );
+        assert_eq!(
+            one::<i32>(&format!("SELECT token_store.import_jwks({doc}::jsonb)")),
+            Some(0)
+        );
+        assert_eq!(
+            text("SELECT state || ':' || can_sign FROM token_store.keys WHERE kid = 'imported'"),
+            "verify_only:false"
+        );
+        assert_err(
+            "SELECT token_store.jwt_issue('{}', '1 hour', 'imported')",
+            "55000",
+            "key \"imported\" is verify_only",
+        );
+        // retiring the private twin: tokens that name its kid stop verifying
+        run("SELECT token_store.set_key_state('src', 'retired')");
+        assert_eq!(reason(&t), "unknown_key");
+        // another key under a kid we already have is refused, naming it
+        run("SELECT token_store.generate_key('other', 'ES256')");
+        let mut other = one::<JsonB>("SELECT token_store.jwks()").unwrap().0;
+        let other_key = other["keys"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|k| k["kid"] == "other")
+            .unwrap()
+            .clone();
+        let mut clash = other_key.clone();
+        clash["kid"] = json!("imported");
+        other["keys"] = json!([clash]);
+        assert_err(
+            &format!(
+                "SELECT token_store.import_jwks({}::jsonb)",
+                quote(&other.to_string())
+            ),
+            "22023",
+            "invalid JWKS",
+        );
+        assert_err(
+            "SELECT token_store.import_jwks('{\"keys\":[{\"kty\":\"EC\"}]}')",
+            "22023",
+            "invalid JWKS",
+        );
+        assert_err(
+            "SELECT token_store.import_jwks('[]')",
+            "22023",
+            "invalid JWKS",
+        );
+    }
+
+    #[pg_test]
+    fn reencrypt_with_nothing_stale_moves_nothing() {
+        setup();
+        issue(json!({"sub": "r"}));
+        assert_eq!(one::<i64>("SELECT token_store.reencrypt()"), Some(0));
+        assert_eq!(one::<i64>("SELECT token_store.reencrypt(1)"), Some(0));
+        assert_err(
+            "SELECT token_store.reencrypt(0)",
+            "22023",
+            "batch_size must be positive",
+        );
+        // a row under an unknown key is reported, not skipped
+        run("UPDATE token_store.tokens SET key_fingerprint = 'ffffffffffffffff'");
+        assert_err(
+            "SELECT token_store.reencrypt()",
+            "XX001",
+            "cannot decrypt payload of token",
         );
     }
 }

@@ -54,7 +54,11 @@ impl Counters {
     /// `(outcome, count)` for `ok` and every reason.
     pub fn outcomes(&self) -> Vec<(&'static str, u64)> {
         let mut v = vec![("ok", self.ok.load(Relaxed))];
-        v.extend(Reason::ALL.iter().map(|r| (r.as_str(), self.rejected[r.index()].load(Relaxed))));
+        v.extend(
+            Reason::ALL
+                .iter()
+                .map(|r| (r.as_str(), self.rejected[r.index()].load(Relaxed))),
+        );
         v
     }
 
@@ -86,7 +90,11 @@ impl Counters {
 
     /// Pids of running purge workers.
     pub fn worker_pids(&self) -> Vec<i32> {
-        self.worker_pids.iter().map(|p| p.load(Relaxed)).filter(|p| *p != 0).collect()
+        self.worker_pids
+            .iter()
+            .map(|p| p.load(Relaxed))
+            .filter(|p| *p != 0)
+            .collect()
     }
 }
 

@@ -26,12 +26,21 @@ thread_local! {
     static PLANS: RefCell<HashMap<&'static str, Rc<OwnedPreparedStatement>>> = RefCell::new(HashMap::new());
 }
 
-fn plan(client: &SpiClient<'_>, sql: &'static str, types: &[T], mutating: bool) -> TsResult<Rc<OwnedPreparedStatement>> {
+fn plan(
+    client: &SpiClient<'_>,
+    sql: &'static str,
+    types: &[T],
+    mutating: bool,
+) -> TsResult<Rc<OwnedPreparedStatement>> {
     if let Some(p) = PLANS.with_borrow(|m| m.get(sql).cloned()) {
         return Ok(p);
     }
     let types: Vec<PgOid> = types.iter().map(|t| PgOid::BuiltIn(*t)).collect();
-    let prepared = if mutating { client.prepare_mut(sql, &types)? } else { client.prepare(sql, &types)? };
+    let prepared = if mutating {
+        client.prepare_mut(sql, &types)?
+    } else {
+        client.prepare(sql, &types)?
+    };
     let p = Rc::new(prepared.keep());
     PLANS.with_borrow_mut(|m| m.insert(sql, p.clone()));
     Ok(p)
@@ -110,39 +119,94 @@ fn key_rows(table: SpiTupleTable<'_>) -> TsResult<Vec<KeyRow>> {
 /// The key named `kid`, whatever its state.
 pub fn key_by_kid(kid: &str) -> TsResult<Option<KeyRow>> {
     const SQL: &str = key_select!("WHERE kid = $1");
-    read(SQL, &[T::TEXTOID], &[kid.into()], |t| Ok(key_rows(t)?.into_iter().next()))
+    read(SQL, &[T::TEXTOID], &[kid.into()], |t| {
+        Ok(key_rows(t)?.into_iter().next())
+    })
 }
 
 /// Non-retired keys of `alg`, newest first.
 pub fn keys_by_alg(alg: &str) -> TsResult<Vec<KeyRow>> {
-    const SQL: &str = key_select!("WHERE alg = $1 AND state <> 'retired' ORDER BY created_at DESC, kid");
+    const SQL: &str =
+        key_select!("WHERE alg = $1 AND state <> 'retired' ORDER BY created_at DESC, kid");
     read(SQL, &[T::TEXTOID], &[alg.into()], key_rows)
 }
 
 /// The newest active key that can sign.
 pub fn default_signing_key() -> TsResult<Option<KeyRow>> {
-    const SQL: &str = key_select!("WHERE state = 'active' AND can_sign ORDER BY created_at DESC, kid DESC LIMIT 1");
+    const SQL: &str = key_select!(
+        "WHERE state = 'active' AND can_sign ORDER BY created_at DESC, kid DESC LIMIT 1"
+    );
     read(SQL, &[], &[], |t| Ok(key_rows(t)?.into_iter().next()))
 }
 
+/// A key to insert.
+pub struct NewKey<'a> {
+    pub kid: &'a str,
+    pub alg: &'a str,
+    pub state: &'a str,
+    pub can_sign: bool,
+    pub material: &'a [u8],
+    pub fingerprint: &'a str,
+    /// The public JWK served by `jwks()`, for asymmetric keys.
+    pub public_jwk: Option<&'a serde_json::Value>,
+}
+
 /// Insert a key; false when the kid is taken.
-pub fn insert_key(kid: &str, alg: &str, can_sign: bool, material: &[u8], fingerprint: &str) -> TsResult<bool> {
-    const SQL: &str = "INSERT INTO token_store.signing_keys (kid, alg, can_sign, material, key_fingerprint) \
-                       VALUES ($1, $2, $3, $4, $5) ON CONFLICT (kid) DO NOTHING";
+pub fn insert_key(k: &NewKey) -> TsResult<bool> {
+    const SQL: &str = "INSERT INTO token_store.signing_keys \
+                         (kid, alg, state, can_sign, material, key_fingerprint, public_jwk) \
+                       VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (kid) DO NOTHING";
     write(
         "create_key",
         SQL,
-        &[T::TEXTOID, T::TEXTOID, T::BOOLOID, T::BYTEAOID, T::TEXTOID],
-        &[kid.into(), alg.into(), can_sign.into(), material.into(), fingerprint.into()],
+        &[
+            T::TEXTOID,
+            T::TEXTOID,
+            T::TEXTOID,
+            T::BOOLOID,
+            T::BYTEAOID,
+            T::TEXTOID,
+            T::JSONBOID,
+        ],
+        &[
+            k.kid.into(),
+            k.alg.into(),
+            k.state.into(),
+            k.can_sign.into(),
+            k.material.into(),
+            k.fingerprint.into(),
+            k.public_jwk.map(|j| JsonB(j.clone())).into(),
+        ],
         |t| Ok(t.len() == 1),
     )
+}
+
+/// Public JWKs of every non-retired asymmetric key, oldest first.
+pub fn public_jwks() -> TsResult<Vec<serde_json::Value>> {
+    const SQL: &str = "SELECT public_jwk FROM token_store.signing_keys \
+                       WHERE state <> 'retired' AND public_jwk IS NOT NULL ORDER BY created_at, kid";
+    read(SQL, &[], &[], |t| {
+        let mut out = Vec::new();
+        for row in t {
+            if let Some(j) = row.get::<JsonB>(1)? {
+                out.push(j.0);
+            }
+        }
+        Ok(out)
+    })
 }
 
 /// Change a key's state; false when no such key.
 pub fn set_key_state(kid: &str, state: &str) -> TsResult<bool> {
     const SQL: &str = "UPDATE token_store.signing_keys \
                        SET state = $2, version = version + 1, updated_at = now() WHERE kid = $1";
-    write("set_key_state", SQL, &[T::TEXTOID, T::TEXTOID], &[kid.into(), state.into()], |t| Ok(t.len() == 1))
+    write(
+        "set_key_state",
+        SQL,
+        &[T::TEXTOID, T::TEXTOID],
+        &[kid.into(), state.into()],
+        |t| Ok(t.len() == 1),
+    )
 }
 
 /// What the table says about a token and its subject.
@@ -160,14 +224,24 @@ pub fn token_status(hash: &[u8; 32], subject: Option<&str>) -> TsResult<TokenSta
            (SELECT extract(epoch FROM s.revoked_before)::float8 \
               FROM token_store.subject_revocations s WHERE s.subject = $2) \
          FROM (SELECT 1) AS one LEFT JOIN token_store.tokens t ON t.token_hash = $1";
-    read(SQL, &[T::BYTEAOID, T::TEXTOID], &[hash.as_slice().into(), subject.into()], |t| {
-        let row = t.first();
-        let id = row.get::<Uuid>(1)?;
-        Ok(TokenStatus {
-            stored: id.map(|u| (*u.as_bytes(), row.get::<bool>(2).ok().flatten().unwrap_or(false))),
-            subject_revoked_before: row.get::<f64>(3)?,
-        })
-    })
+    read(
+        SQL,
+        &[T::BYTEAOID, T::TEXTOID],
+        &[hash.as_slice().into(), subject.into()],
+        |t| {
+            let row = t.first();
+            let id = row.get::<Uuid>(1)?;
+            Ok(TokenStatus {
+                stored: id.map(|u| {
+                    (
+                        *u.as_bytes(),
+                        row.get::<bool>(2).ok().flatten().unwrap_or(false),
+                    )
+                }),
+                subject_revoked_before: row.get::<f64>(3)?,
+            })
+        },
+    )
 }
 
 /// A row to insert into `tokens`.
@@ -227,7 +301,13 @@ pub fn insert_token(what: &'static str, t: &NewToken) -> TsResult<Option<[u8; 16
             t.payload.into(),
             t.fingerprint.into(),
         ],
-        |r| Ok(if r.is_empty() { None } else { r.first().get::<Uuid>(1)?.map(|u| *u.as_bytes()) }),
+        |r| {
+            Ok(if r.is_empty() {
+                None
+            } else {
+                r.first().get::<Uuid>(1)?.map(|u| *u.as_bytes())
+            })
+        },
     )
 }
 
@@ -237,18 +317,33 @@ pub fn revoke_by_hash(hash: &[u8; 32], reason: Option<&str>) -> TsResult<Option<
               u AS (UPDATE token_store.tokens SET revoked_at = now(), revoke_reason = $2 \
                     WHERE id = (SELECT id FROM t WHERE revoked_at IS NULL) RETURNING 1) \
          SELECT (SELECT count(*) FROM t), (SELECT count(*) FROM u)";
-    write("jwt_revoke", SQL, &[T::BYTEAOID, T::TEXTOID], &[hash.as_slice().into(), reason.into()], |r| {
-        let row = r.first();
-        let (found, changed) = (row.get::<i64>(1)?.unwrap_or(0), row.get::<i64>(2)?.unwrap_or(0));
-        Ok((found > 0).then_some(changed > 0))
-    })
+    write(
+        "jwt_revoke",
+        SQL,
+        &[T::BYTEAOID, T::TEXTOID],
+        &[hash.as_slice().into(), reason.into()],
+        |r| {
+            let row = r.first();
+            let (found, changed) = (
+                row.get::<i64>(1)?.unwrap_or(0),
+                row.get::<i64>(2)?.unwrap_or(0),
+            );
+            Ok((found > 0).then_some(changed > 0))
+        },
+    )
 }
 
 /// Revoke by row id; true if this call revoked it.
 pub fn revoke_by_id(id: [u8; 16], reason: Option<&str>) -> TsResult<bool> {
     const SQL: &str = "UPDATE token_store.tokens SET revoked_at = now(), revoke_reason = $2 \
                        WHERE id = $1 AND revoked_at IS NULL";
-    write("jwt_revoke_id", SQL, &[T::UUIDOID, T::TEXTOID], &[uuid(id).into(), reason.into()], |t| Ok(t.len() == 1))
+    write(
+        "jwt_revoke_id",
+        SQL,
+        &[T::UUIDOID, T::TEXTOID],
+        &[uuid(id).into(), reason.into()],
+        |t| Ok(t.len() == 1),
+    )
 }
 
 /// Revoke every stored token of `subject` and refuse older ones from now on; returns rows revoked.
@@ -260,9 +355,13 @@ pub fn revoke_subject(subject: &str, reason: Option<&str>) -> TsResult<i64> {
                     SET revoked_before = greatest(sr.revoked_before, excluded.revoked_before), \
                         reason = excluded.reason RETURNING 1) \
          SELECT (SELECT count(*) FROM r), (SELECT count(*) FROM s)";
-    write("jwt_revoke_subject", SQL, &[T::TEXTOID, T::TEXTOID], &[subject.into(), reason.into()], |t| {
-        Ok(t.first().get::<i64>(1)?.unwrap_or(0))
-    })
+    write(
+        "jwt_revoke_subject",
+        SQL,
+        &[T::TEXTOID, T::TEXTOID],
+        &[subject.into(), reason.into()],
+        |t| Ok(t.first().get::<i64>(1)?.unwrap_or(0)),
+    )
 }
 
 /// The sealed payload and its key fingerprint of row `id`.
@@ -273,7 +372,10 @@ pub fn payload(id: [u8; 16]) -> TsResult<Option<(Vec<u8>, String)>> {
             return Ok(None);
         }
         let row = t.first();
-        Ok(Some((row.get::<Vec<u8>>(1)?.unwrap_or_default(), row.get::<String>(2)?.unwrap_or_default())))
+        Ok(Some((
+            row.get::<Vec<u8>>(1)?.unwrap_or_default(),
+            row.get::<String>(2)?.unwrap_or_default(),
+        )))
     })
 }
 
@@ -292,6 +394,71 @@ pub fn purge_batch(limit: i64, grace_s: f64, revoked_grace_s: f64) -> TsResult<u
         &[T::INT8OID, T::FLOAT8OID, T::FLOAT8OID],
         &[limit.into(), grace_s.into(), revoked_grace_s.into()],
         |t| Ok(t.len() as u64),
+    )
+}
+
+/// Up to `limit` token rows sealed under a key other than `current_fp`, locked for update.
+pub fn stale_tokens(current_fp: &str, limit: i64) -> TsResult<Vec<([u8; 16], Vec<u8>, String)>> {
+    const SQL: &str = "SELECT id, payload, key_fingerprint FROM token_store.tokens \
+                       WHERE key_fingerprint <> $1 LIMIT $2 FOR UPDATE SKIP LOCKED";
+    write(
+        "reencrypt",
+        SQL,
+        &[T::TEXTOID, T::INT8OID],
+        &[current_fp.into(), limit.into()],
+        |t| {
+            let mut out = Vec::new();
+            for row in t {
+                let id = row
+                    .get::<Uuid>(1)?
+                    .map(|u| *u.as_bytes())
+                    .unwrap_or_default();
+                out.push((
+                    id,
+                    row.get::<Vec<u8>>(2)?.unwrap_or_default(),
+                    row.get::<String>(3)?.unwrap_or_default(),
+                ));
+            }
+            Ok(out)
+        },
+    )
+}
+
+/// Replace a token row's sealed payload.
+pub fn reseal_token(id: [u8; 16], payload: &[u8], fp: &str) -> TsResult<()> {
+    const SQL: &str =
+        "UPDATE token_store.tokens SET payload = $2, key_fingerprint = $3 WHERE id = $1";
+    write(
+        "reencrypt",
+        SQL,
+        &[T::UUIDOID, T::BYTEAOID, T::TEXTOID],
+        &[uuid(id).into(), payload.into(), fp.into()],
+        |_| Ok(()),
+    )
+}
+
+/// Keys sealed under a key other than `current_fp`, locked for update.
+pub fn stale_keys(current_fp: &str) -> TsResult<Vec<KeyRow>> {
+    const SQL: &str = key_select!("WHERE key_fingerprint <> $1 FOR UPDATE");
+    write(
+        "reencrypt",
+        SQL,
+        &[T::TEXTOID],
+        &[current_fp.into()],
+        key_rows,
+    )
+}
+
+/// Replace a key's sealed material (the key itself is unchanged, so its version stays).
+pub fn reseal_key(kid: &str, material: &[u8], fp: &str) -> TsResult<()> {
+    const SQL: &str =
+        "UPDATE token_store.signing_keys SET material = $2, key_fingerprint = $3 WHERE kid = $1";
+    write(
+        "reencrypt",
+        SQL,
+        &[T::TEXTOID, T::BYTEAOID, T::TEXTOID],
+        &[kid.into(), material.into(), fp.into()],
+        |_| Ok(()),
     )
 }
 
@@ -315,4 +482,3 @@ pub fn table_counts() -> TsResult<(i64, i64, i64, JsonB)> {
         ))
     })
 }
-

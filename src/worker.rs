@@ -3,7 +3,9 @@
 use std::ffi::CString;
 use std::time::{Duration, Instant};
 
-use pgrx::bgworkers::{BackgroundWorker, BackgroundWorkerBuilder, BgWorkerStartTime, SignalWakeFlags};
+use pgrx::bgworkers::{
+    BackgroundWorker, BackgroundWorkerBuilder, BgWorkerStartTime, SignalWakeFlags,
+};
 use pgrx::prelude::*;
 
 use crate::{engine, gucs, shmem, storage};
@@ -11,7 +13,11 @@ use crate::{engine, gucs, shmem, storage};
 /// Register one worker per configured database. Called from `_PG_init` while preloading.
 pub fn register() {
     let dbs = gucs::nonempty(&gucs::DATABASES).unwrap_or_default();
-    let names: Vec<&str> = dbs.split(',').map(str::trim).filter(|d| !d.is_empty()).collect();
+    let names: Vec<&str> = dbs
+        .split(',')
+        .map(str::trim)
+        .filter(|d| !d.is_empty())
+        .collect();
     for (slot, db) in names.iter().enumerate().take(shmem::MAX_WORKERS) {
         BackgroundWorkerBuilder::new(&format!("token_store purge {db}"))
             .set_type("token_store purge")
@@ -41,9 +47,13 @@ fn shutdown_requested() -> bool {
 fn extension_installed() -> bool {
     BackgroundWorker::transaction(|| {
         Spi::connect(|c| {
-            c.select("SELECT 1 FROM pg_catalog.pg_extension WHERE extname = 'token_store'", None, &[])
-                .map(|t| !t.is_empty())
-                .unwrap_or(false)
+            c.select(
+                "SELECT 1 FROM pg_catalog.pg_extension WHERE extname = 'token_store'",
+                None,
+                &[],
+            )
+            .map(|t| !t.is_empty())
+            .unwrap_or(false)
         })
     })
 }
@@ -89,7 +99,9 @@ pub extern "C-unwind" fn token_store_purge_main(arg: pg_sys::Datum) {
         let wait = if interval.is_zero() {
             Some(Duration::from_secs(3600))
         } else {
-            last_round.map(|l| (l + interval).saturating_duration_since(now)).filter(|w| !w.is_zero())
+            last_round
+                .map(|l| (l + interval).saturating_duration_since(now))
+                .filter(|w| !w.is_zero())
         };
         if let Some(wait) = wait {
             report_activity("idle: waiting for the next purge round");
@@ -110,7 +122,11 @@ pub extern "C-unwind" fn token_store_purge_main(arg: pg_sys::Datum) {
         report_activity("purging expired tokens");
         let rows = purge_round();
         let took = now.elapsed();
-        shmem::counters().record_purge(rows, (engine::now_secs() * 1e6) as i64, took.as_micros() as u64);
+        shmem::counters().record_purge(
+            rows,
+            (engine::now_secs() * 1e6) as i64,
+            took.as_micros() as u64,
+        );
         if rows > 0 {
             log!(
                 "token_store purge: deleted {rows} expired rows in database \"{db}\" in {:.1} ms",
@@ -119,4 +135,8 @@ pub extern "C-unwind" fn token_store_purge_main(arg: pg_sys::Datum) {
         }
     }
     shmem::counters().set_worker_pid(slot, 0);
+    // Exit code 1, not 0: a worker that exits 0 is unregistered for good, and one stopped by
+    // pg_terminate_backend should come back after bgw_restart_time. At shutdown nothing restarts.
+    // SAFETY: proc_exit runs the backend's exit callbacks and never returns.
+    unsafe { pg_sys::proc_exit(1) };
 }

@@ -1,4 +1,4 @@
-//! Administration: payloads, purge, stats.
+//! Administration: payloads, purge, reencrypt, stats.
 
 use pgrx::datum::{TimestampWithTimeZone, Uuid};
 use pgrx::prelude::*;
@@ -46,8 +46,11 @@ fn stats() -> TableIterator<
     let c = shmem::counters();
     let (purged_total, last_at, last_rows, last_us) = c.purge_figures();
     let last_at = last_at.map(|us| pgrx::datum::to_timestamp(us as f64 / 1e6));
-    let outcomes: serde_json::Map<_, _> =
-        c.outcomes().into_iter().map(|(k, v)| (k.to_owned(), serde_json::Value::from(v))).collect();
+    let outcomes: serde_json::Map<_, _> = c
+        .outcomes()
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), serde_json::Value::from(v)))
+        .collect();
     TableIterator::once((
         active,
         revoked,
@@ -61,4 +64,12 @@ fn stats() -> TableIterator<
         JsonB(serde_json::Value::Object(outcomes)),
         shmem::shared(),
     ))
+}
+
+/// Re-seal key material and up to `batch_size` token rows still under a previous encryption key
+/// with the current one; returns how many rows moved. Repeat until it returns 0.
+#[pg_extern(security_definer, volatile)]
+#[search_path(pg_catalog, pg_temp)]
+fn reencrypt(batch_size: default!(i32, 10000)) -> i64 {
+    engine::reencrypt(batch_size).or_raise()
 }

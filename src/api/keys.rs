@@ -1,6 +1,7 @@
-//! Keys: create_key, set_key_state.
+//! Keys: create_key, generate_key, import_jwks, set_key_state, jwks.
 
 use pgrx::prelude::*;
+use pgrx::JsonB;
 
 use crate::engine;
 use crate::error::OrRaise;
@@ -17,4 +18,25 @@ fn create_key(kid: &str, alg: &str, key: &str) -> String {
 #[search_path(pg_catalog, pg_temp)]
 fn set_key_state(kid: &str, state: &str) {
     engine::set_key_state(kid, state).or_raise()
+}
+
+/// Make a fresh secret or key pair inside the database; returns the public JWK only.
+#[pg_extern(security_definer, volatile)]
+#[search_path(pg_catalog, pg_temp)]
+fn generate_key(kid: &str, alg: &str) -> JsonB {
+    JsonB(engine::generate_key(kid, alg).or_raise())
+}
+
+/// Add the public keys of a JWKS as verify-only keys; returns how many were added.
+#[pg_extern(security_definer, volatile)]
+#[search_path(pg_catalog, pg_temp)]
+fn import_jwks(jwks: JsonB) -> i32 {
+    engine::import_jwks(&jwks.0).or_raise()
+}
+
+/// The public JWKS (RFC 7517) of every non-retired asymmetric key, for `/.well-known/jwks.json`.
+#[pg_extern(security_definer, stable)]
+#[search_path(pg_catalog, pg_temp)]
+fn jwks() -> JsonB {
+    JsonB(engine::jwks().or_raise())
 }
