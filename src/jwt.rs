@@ -280,9 +280,13 @@ fn numeric_date(v: Option<&Value>, name: &str) -> Result<Option<f64>, String> {
     }
 }
 
+// PostgreSQL text cannot hold NUL, and these strings are looked up and stored as text.
 fn string_claim(v: Option<&Value>, name: &str) -> Result<Option<String>, String> {
     match v {
         None => Ok(None),
+        Some(Value::String(s)) if s.contains('\0') => {
+            Err(format!("{name} contains a NUL character"))
+        }
         Some(Value::String(s)) => Ok(Some(s.clone())),
         Some(_) => Err(format!("{name} is not a string")),
     }
@@ -345,11 +349,7 @@ pub fn parse(token: &str, max_bytes: usize) -> Result<Parsed<'_>, String> {
         Some(_) => return Err("header alg is not a string".into()),
         None => return Err("header has no alg".into()),
     };
-    let kid = match header_obj.get("kid") {
-        None => None,
-        Some(Value::String(k)) => Some(k.clone()),
-        Some(_) => return Err("header kid is not a string".into()),
-    };
+    let kid = string_claim(header_obj.get("kid"), "header kid")?;
     // We implement no extension headers, so any critical one is one we do not understand.
     if header_obj.contains_key("crit") {
         return Err("header has a crit member this server does not understand".into());
@@ -604,6 +604,20 @@ mod tests {
                     URL_SAFE_NO_PAD.encode(br#"{"exp":1,"sub":5}"#)
                 ),
                 "sub",
+            ),
+            (
+                format!(
+                    "{h}.{}.abc",
+                    URL_SAFE_NO_PAD.encode(br#"{"exp":1,"sub":"a\u0000"}"#)
+                ),
+                "sub contains a NUL",
+            ),
+            (
+                format!(
+                    "{}.{p}.abc",
+                    URL_SAFE_NO_PAD.encode(br#"{"alg":"HS256","kid":"\u0000"}"#)
+                ),
+                "kid contains a NUL",
             ),
         ];
         for (tok, want) in cases {
