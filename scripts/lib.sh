@@ -16,7 +16,8 @@ as_pg() {
     if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi
 }
 
-# Install what is missing on Debian 12: PostgreSQL 15 with headers, clang, sudo, Python venv, cargo-pgrx.
+# Install what is missing on Debian 12: PostgreSQL 15 with headers, clang, sudo, Python venv,
+# cargo-pgrx and cargo-fuzz.
 ensure_deps() {
     local need=()
     [ -x "$PG_CONFIG" ] || need+=(postgresql-15 postgresql-server-dev-15)
@@ -36,6 +37,10 @@ ensure_deps() {
     if ! cargo pgrx --version 2>/dev/null | grep -q "$PGRX_VERSION"; then
         log "installing cargo-pgrx $PGRX_VERSION (a few minutes, once)"
         cargo install cargo-pgrx --version "$PGRX_VERSION" --locked
+    fi
+    if ! cargo fuzz --version >/dev/null 2>&1; then
+        log "installing cargo-fuzz (once)"
+        cargo install cargo-fuzz --locked
     fi
     if ! grep -q "pg15" "${PGRX_HOME:-$HOME/.pgrx}/config.toml" 2>/dev/null; then
         log "cargo pgrx init against the system PostgreSQL 15"

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs every test tier: Rust #[test]s and #[pg_test]s (cargo pgrx test), the pg_regress contract suite,
-# and the client-level tests (pytest) against a cluster this script starts and stops.
+# the client-level tests (pytest) against a cluster this script starts and stops, and a bounded
+# fuzzing run of each cargo-fuzz target (TS_FUZZ_SECONDS each, default 30).
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 cd "$TS_ROOT"
 ensure_deps
@@ -38,3 +39,19 @@ fi
 log "tier 4: client-level tests against the cluster"
 export TS_PGHOST=127.0.0.1 TS_PGPORT="$PORT" TS_CLUSTER_DIR="$CLUSTER" TS_PGBIN="$PGBIN"
 "$TS_ROOT/.venv/bin/python" -m pytest -q tests/client "$@"
+cluster_stop "$CLUSTER"
+
+log "fuzzing: each target for ${TS_FUZZ_SECONDS:-30}s (seeds in fuzz/corpus, found crashes kept in fuzz/regressions)"
+for target in $(cd fuzz/fuzz_targets && ls *.rs | sed 's/\.rs$//'); do
+    mkdir -p "target/fuzz-corpus/$target"
+    flog="target/fuzz-$target.log"
+    if ! RUSTC_BOOTSTRAP=1 cargo fuzz run -O "$target" "target/fuzz-corpus/$target" "fuzz/corpus/$target" \
+            "fuzz/regressions/$target" -- -max_total_time="${TS_FUZZ_SECONDS:-30}" -rss_limit_mb=2048 \
+            -print_final_stats=1 >"$flog" 2>&1; then
+        tail -60 "$flog" >&2
+        echo "fuzz target $target failed; the crashing input is under fuzz/artifacts/$target" >&2
+        exit 1
+    fi
+    echo "fuzz $target: $(grep -E '^stat::number_of_executed_units' "$flog" | awk '{print $2}') executions, no crash"
+done
+echo "fuzz: all targets passed"
