@@ -237,7 +237,7 @@ pub fn issue(claims: &Value, ttl: (i32, i32, i64), kid: Option<&str>) -> TsResul
         )
     })?;
     let ttl = interval_secs(ttl.0, ttl.1, ttl.2);
-    if !(ttl > 0.0) {
+    if ttl.is_nan() || ttl <= 0.0 {
         return Err(TsError::param(
             "ttl must be positive",
             format!("got {ttl} seconds"),

@@ -397,8 +397,11 @@ pub fn purge_batch(limit: i64, grace_s: f64, revoked_grace_s: f64) -> TsResult<u
     )
 }
 
+/// A token row's id, sealed payload and the fingerprint of the key that sealed it.
+pub type SealedRow = ([u8; 16], Vec<u8>, String);
+
 /// Up to `limit` token rows sealed under a key other than `current_fp`, locked for update.
-pub fn stale_tokens(current_fp: &str, limit: i64) -> TsResult<Vec<([u8; 16], Vec<u8>, String)>> {
+pub fn stale_tokens(current_fp: &str, limit: i64) -> TsResult<Vec<SealedRow>> {
     const SQL: &str = "SELECT id, payload, key_fingerprint FROM token_store.tokens \
                        WHERE key_fingerprint <> $1 LIMIT $2 FOR UPDATE SKIP LOCKED";
     write(
