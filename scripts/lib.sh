@@ -71,7 +71,7 @@ ensure_venv() {
         log "creating Python venv"
         python3 -m venv "$venv"
     fi
-    if ! "$venv/bin/python" -c 'import jwt, psycopg, pytest, cryptography' 2>/dev/null; then
+    if ! "$venv/bin/python" -c 'import jwt, psycopg, pytest, cryptography, jwcrypto' 2>/dev/null; then
         log "installing Python test packages"
         "$venv/bin/pip" install -q --disable-pip-version-check -r "$TS_ROOT/tests/client/requirements.txt"
     fi

@@ -2,7 +2,6 @@
 
 use serde_json::{Map, Value};
 
-use crate::crypto;
 use crate::error::{TsError, TsResult};
 use crate::gucs;
 use crate::jwt::{self, Alg, Parsed, Policy, Reason};
@@ -115,7 +114,7 @@ fn verify_uncounted<'a>(
         issuer: issuer.as_deref(),
     };
     jwt::check_claims(&parsed.claims, &policy).map_err(TsError::Rejected)?;
-    let hash = crypto::sha256(token.as_bytes());
+    let hash = jwt::token_hash(&parsed);
     let status = storage::token_status(&hash, parsed.claims.sub.as_deref())?;
     if let Some((_, true)) = status.stored {
         return Err(TsError::Rejected(Reason::Revoked));
@@ -149,7 +148,6 @@ fn new_row_id() -> [u8; 16] {
 /// Insert a row for a parsed, authenticated token; the id of the row now holding it.
 fn store_row(
     what: &'static str,
-    token: &str,
     parsed: &Parsed,
     kid: &str,
     revoked: bool,
@@ -158,7 +156,7 @@ fn store_row(
     let c = &parsed.claims;
     let exp = c.exp.ok_or(TsError::Rejected(Reason::MissingExp))?;
     let id = new_row_id();
-    let hash = crypto::sha256(token.as_bytes());
+    let hash = jwt::token_hash(parsed);
     let (sealed, fingerprint) = seal_payload(&id, &parsed.payload)?;
     storage::insert_token(
         what,
@@ -187,10 +185,10 @@ pub fn store(token: &str) -> TsResult<[u8; 16]> {
     if let Some(id) = v.token_id {
         return Ok(id);
     }
-    match store_row("jwt_store", token, &v.parsed, &v.kid, false, None)? {
+    match store_row("jwt_store", &v.parsed, &v.kid, false, None)? {
         Some(id) => Ok(id),
         // stored concurrently by another session between our check and our insert
-        None => storage::token_status(&crypto::sha256(token.as_bytes()), None)?
+        None => storage::token_status(&jwt::token_hash(&v.parsed), None)?
             .stored
             .map(|(id, _)| id)
             .ok_or_else(|| TsError::Internal("token vanished while being stored".into())),
@@ -266,7 +264,7 @@ pub fn issue(claims: &Value, ttl: (i32, i32, i64), kid: Option<&str>) -> TsResul
         .map_err(|why| TsError::param("invalid registered claim", why))?;
     let token = jwt::sign(&key, &row.kid, &payload).map_err(TsError::Internal)?;
     let parsed = parse(&token)?;
-    store_row("jwt_issue", &token, &parsed, &row.kid, false, None)?.ok_or_else(|| {
+    store_row("jwt_issue", &parsed, &row.kid, false, None)?.ok_or_else(|| {
         TsError::Internal("a freshly issued token collided with a stored one".into())
     })?;
     Ok(token)
@@ -287,7 +285,7 @@ fn json_kind(v: &Value) -> &'static str {
 pub fn revoke(token: &str, reason: Option<&str>) -> TsResult<bool> {
     storage::ensure_primary("jwt_revoke")?;
     let (parsed, key) = authenticate(token)?;
-    let hash = crypto::sha256(token.as_bytes());
+    let hash = jwt::token_hash(&parsed);
     if let Some(changed) = storage::revoke_by_hash(&hash, reason)? {
         return Ok(changed);
     }
@@ -295,7 +293,7 @@ pub fn revoke(token: &str, reason: Option<&str>) -> TsResult<bool> {
     if parsed.claims.exp.is_none() {
         return Ok(false);
     }
-    match store_row("jwt_revoke", token, &parsed, &key.kid, true, reason)? {
+    match store_row("jwt_revoke", &parsed, &key.kid, true, reason)? {
         Some(_) => Ok(true),
         None => Ok(storage::revoke_by_hash(&hash, reason)?.unwrap_or(false)),
     }

@@ -365,6 +365,62 @@ pub fn parse(token: &str, max_bytes: usize) -> Result<Parsed<'_>, String> {
     })
 }
 
+/// Orders of the P-256 and P-384 groups (FIPS 186-4 D.1.2), big-endian hex.
+const P256_ORDER: &str = "ffffffff00000000ffffffffffffffffbce6faada7179e84f3b9cac2fc632551";
+const P384_ORDER: &str = "ffffffffffffffffffffffffffffffffffffffffffffffffc7634d81f4372ddf581a0db248b0a77aecec196accc52973";
+
+/// `a - b` for big-endian numbers of equal length with `a >= b`.
+fn sub_be(a: &[u8], b: &[u8]) -> Vec<u8> {
+    let mut out = vec![0u8; a.len()];
+    let mut borrow = 0i16;
+    for i in (0..a.len()).rev() {
+        let mut d = i16::from(a[i]) - i16::from(b[i]) - borrow;
+        borrow = i16::from(d < 0);
+        if d < 0 {
+            d += 256;
+        }
+        out[i] = d as u8;
+    }
+    out
+}
+
+/// The identity of a token: SHA-256 of its text, except that an ECDSA signature's `s` is first put
+/// in its low form. `(r, s)` and `(r, n - s)` both verify, so without this anyone holding a revoked
+/// ES256/ES384 token could present its twin as a token never seen before.
+pub fn token_hash(token: &Parsed) -> [u8; 32] {
+    let order = match token.header.alg.as_str() {
+        "ES256" => P256_ORDER,
+        "ES384" => P384_ORDER,
+        _ => return raw_hash(token.signing_input, token.signature),
+    };
+    let n = crate::crypto::hex_decode(order).expect("constant hex");
+    let Ok(sig) = URL_SAFE_NO_PAD.decode(token.signature) else {
+        return raw_hash(token.signing_input, token.signature);
+    };
+    if sig.len() != 2 * n.len() {
+        return raw_hash(token.signing_input, token.signature);
+    }
+    let (r, s) = sig.split_at(n.len());
+    if s > n.as_slice() {
+        return raw_hash(token.signing_input, token.signature);
+    }
+    let neg = sub_be(&n, s);
+    if s <= neg.as_slice() {
+        return raw_hash(token.signing_input, token.signature);
+    }
+    let low = [r, neg.as_slice()].concat();
+    raw_hash(token.signing_input, &URL_SAFE_NO_PAD.encode(low))
+}
+
+fn raw_hash(signing_input: &str, signature: &str) -> [u8; 32] {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    h.update(signing_input.as_bytes());
+    h.update(b".");
+    h.update(signature.as_bytes());
+    h.finalize().into()
+}
+
 /// What a verification demands of the claims.
 #[derive(Debug, Clone)]
 pub struct Policy<'a> {
@@ -634,6 +690,40 @@ mod tests {
         let deep = format!("{{\"x\":{}1{}}}", "[".repeat(100_000), "]".repeat(100_000));
         let t = format!("{h}.{}.abc", URL_SAFE_NO_PAD.encode(deep));
         assert!(parse(&t, usize::MAX).is_err());
+    }
+
+    #[test]
+    fn ecdsa_twin_signatures_share_one_identity() {
+        use crate::keys::{generate, load_key};
+        for (alg, order) in [(Alg::ES256, P256_ORDER), (Alg::ES384, P384_ORDER)] {
+            let key = load_key(alg, &generate(alg)).unwrap();
+            let t = sign(
+                &key,
+                "e",
+                &claims(serde_json::json!({"sub": "x", "exp": 2000000000})),
+            )
+            .unwrap();
+            let p = parse(&t, 16384).unwrap();
+            let sig = URL_SAFE_NO_PAD.decode(p.signature).unwrap();
+            let n = crate::crypto::hex_decode(order).unwrap();
+            let (r, s) = sig.split_at(n.len());
+            let twin_sig = [r, sub_be(&n, s).as_slice()].concat();
+            let twin = format!("{}.{}", p.signing_input, URL_SAFE_NO_PAD.encode(twin_sig));
+            let q = parse(&twin, 16384).unwrap();
+            assert!(
+                verify_signature(&q, &key),
+                "{alg:?}: the twin verifies, which is why it matters"
+            );
+            assert_ne!(t, twin);
+            assert_eq!(token_hash(&p), token_hash(&q), "{alg:?}");
+        }
+        // every other algorithm: the hash of the text itself
+        let k = hs256();
+        let t = sign(&k, "k1", &claims(serde_json::json!({"exp": 1}))).unwrap();
+        assert_eq!(
+            token_hash(&parse(&t, 16384).unwrap()),
+            crate::crypto::sha256(t.as_bytes())
+        );
     }
 
     #[test]

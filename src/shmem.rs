@@ -81,11 +81,26 @@ impl Counters {
         )
     }
 
-    /// Publish (or with 0, clear) a worker's pid in `slot`.
-    pub fn set_worker_pid(&self, slot: usize, pid: i32) {
-        if let Some(s) = self.worker_pids.get(slot) {
-            s.store(pid, Relaxed);
+    /// Claim `slot` (a position in `token_store.databases`) for the worker `pid`; `Err(holder)`
+    /// when another live worker holds it. Slots are released by `release_worker_slot`, run from the
+    /// worker's exit callback; after a crash restart the whole struct is reinitialised.
+    pub fn claim_worker_slot(&self, slot: usize, pid: i32) -> Result<(), i32> {
+        match self.worker_pids.get(slot) {
+            Some(s) => s.compare_exchange(0, pid, Relaxed, Relaxed).map(|_| ()),
+            None => Ok(()),
         }
+    }
+
+    /// Release `slot` if `pid` holds it.
+    pub fn release_worker_slot(&self, slot: usize, pid: i32) {
+        if let Some(s) = self.worker_pids.get(slot) {
+            let _ = s.compare_exchange(pid, 0, Relaxed, Relaxed);
+        }
+    }
+
+    /// Pid of the worker holding `slot`, 0 when none.
+    pub fn worker_pid(&self, slot: usize) -> i32 {
+        self.worker_pids.get(slot).map_or(0, |s| s.load(Relaxed))
     }
 
     /// Pids of running purge workers.
