@@ -5,45 +5,28 @@ verifies, nothing uncommitted is, and every stored payload still decrypts."""
 import os
 import secrets
 import signal
-import subprocess
 import threading
 import time
-from pathlib import Path
 
 import psycopg
 import pytest
+from throwaway_cluster import as_pg, clusters
 
-ROOT = Path(__file__).resolve().parents[2]
-PORT = 54355
-DIR = ROOT / "target" / "crash-cluster"
 DB = "ts_crash"
-
-
-def lib(cmd: str, **env):
-    """Run a scripts/lib.sh function (cluster_init, cluster_start, ...)."""
-    subprocess.run(["bash", "-c", f"source '{ROOT}/scripts/lib.sh' && {cmd}"], check=True,
-                   env={**os.environ, **env}, stdout=subprocess.DEVNULL)
-
-
-def pg_ctl(*args):
-    cmd = [str(Path(os.environ["TS_PGBIN"]) / "pg_ctl"), "-D", str(DIR / "data"), *args]
-    if os.geteuid() == 0:
-        cmd = ["runuser", "-u", "postgres", "--", *cmd]
-    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
+C = None  # the module's cluster
 
 
 def connect(dbname=DB) -> psycopg.Connection:
-    return psycopg.connect(host="127.0.0.1", port=PORT, user="postgres", dbname=dbname, autocommit=True,
-                           connect_timeout=5)
+    return C.connect(dbname)
 
 
 def wait_ready(timeout=60):
+    """After a crash: wait until the postmaster has reinitialised and accepts sessions again."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
-            with connect("postgres") as c:
-                if c.execute("SELECT NOT pg_is_in_recovery()").fetchone()[0]:
-                    return
+            if C.one("SELECT NOT pg_is_in_recovery()"):
+                return
         except psycopg.OperationalError:
             pass
         time.sleep(0.2)
@@ -56,17 +39,17 @@ def one(conn, q, params=None):
 
 @pytest.fixture(scope="module")
 def cluster(ts):
-    lib(f"cluster_stop '{DIR}' 2>/dev/null || true; rm -rf '{DIR}'")
-    lib(f"cluster_init '{DIR}' {PORT} && cluster_start '{DIR}'", TS_WORKER_DBS=DB)
-    with connect("postgres") as c:
-        c.execute(f"CREATE DATABASE {DB}")
-    with connect() as c:
+    global C
+    with clusters("crash-", ts.pgbin) as make:
+        C = make("crash", 54355)
+        C.init(DB, {"token_store.purge_interval": "0"})
+        C.start()
+        C.connect().execute(f"CREATE DATABASE {DB}")
+        c = connect()
         c.execute("CREATE EXTENSION token_store")
         c.execute("SELECT token_store.create_key('k', 'HS256', %s)", (secrets.token_hex(32),))
-        c.execute("ALTER SYSTEM SET token_store.purge_interval = 0")
-        c.execute("SELECT pg_reload_conf()")
-    yield
-    lib(f"cluster_stop '{DIR}'; rm -rf '{DIR}'")
+        yield C
+        C = None
 
 
 def issue(conn, sub):
@@ -78,7 +61,21 @@ def all_payloads_decrypt(conn) -> int:
 
 
 def kill9(pid: int):
+    """SIGKILL `pid`, then wait for the crash restart it causes: first for the postmaster to end
+    every other session (a probe session drops), then for it to accept sessions again."""
+    probe = psycopg.connect(host="127.0.0.1", port=C.port, dbname="postgres", user="postgres", autocommit=True)
     os.kill(pid, signal.SIGKILL)
+    deadline = time.monotonic() + 30
+    try:
+        while time.monotonic() < deadline:
+            probe.execute("SELECT 1")
+            time.sleep(0.05)
+        pytest.fail("the postmaster did not restart the cluster after a kill -9")
+    except psycopg.OperationalError:
+        pass
+    finally:
+        probe.close()
+    wait_ready()
 
 
 def test_kill_backend_mid_transaction(cluster):
@@ -88,7 +85,6 @@ def test_kill_backend_mid_transaction(cluster):
     victim.autocommit = False
     pending = [issue(victim, f"u{i}") for i in range(10)]
     kill9(one(victim, "SELECT pg_backend_pid()"))
-    wait_ready()
     conn = connect()
     assert all(one(conn, "SELECT token_store.jwt_valid(%s)", (t,)) for t in committed)
     assert [one(conn, "SELECT token_store.jwt_introspect(%s)->>'reason'", (t,)) for t in pending] == ["not_stored"] * 10
@@ -99,7 +95,7 @@ def test_kill_backend_mid_transaction(cluster):
 def test_kill_backend_mid_reencrypt(cluster):
     conn = connect()
     tokens = [issue(conn, f"r{i}") for i in range(200)]
-    key_conf = (DIR / "data" / "token_store_key.conf").read_text()
+    key_conf = (cluster.data / "token_store_key.conf").read_text()
     old_key = key_conf.split("'")[1]
     new_key = secrets.token_hex(32)
     conn.execute(f"ALTER SYSTEM SET token_store.encryption_key = '{new_key}'")
@@ -111,7 +107,6 @@ def test_kill_backend_mid_reencrypt(cluster):
     moved = one(victim, "SELECT token_store.reencrypt(100000)")
     assert moved >= 200
     kill9(one(victim, "SELECT pg_backend_pid()"))
-    wait_ready()
     conn = connect()
     per_key = one(conn, "SELECT rows_per_key FROM token_store.stats")
     assert len(per_key) == 1, f"the killed re-encryption left nothing behind: {per_key}"
@@ -149,7 +144,6 @@ def test_kill_worker_mid_purge(cluster):
         time.sleep(0.01)
     assert pid, "the worker never started purging"
     kill9(pid)
-    wait_ready()
     conn = connect()
     assert all(one(conn, "SELECT token_store.jwt_valid(%s)", (t,)) for t in live), "a live token was lost"
     deadline = time.monotonic() + 60
@@ -180,12 +174,12 @@ def test_immediate_shutdown_under_write_load(cluster):
     for t in threads:
         t.start()
     time.sleep(2)
-    pg_ctl("stop", "-m", "immediate")
+    as_pg(str(cluster.pgbin / "pg_ctl"), "-D", str(cluster.data), "-m", "immediate", "stop")
     stop.set()
     for t in threads:
         t.join(10)
     assert len(acknowledged) > 50
-    pg_ctl("start", "-w", "-l", str(DIR / "server.log"))
+    cluster.start()
     wait_ready()
     conn = connect()
     missing = [t for t in acknowledged if not one(conn, "SELECT token_store.jwt_valid(%s)", (t,))]
