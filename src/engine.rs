@@ -322,6 +322,7 @@ pub fn purge(max_rows: Option<i64>) -> TsResult<i64> {
     let batch = i64::from(gucs::PURGE_BATCH_SIZE.get().max(1));
     let (grace, revoked_grace) = gucs::purge_graces();
     let mut total: i64 = 0;
+    let mut from = None;
     loop {
         let want = match max_rows {
             Some(m) => batch.min(m - total),
@@ -330,11 +331,15 @@ pub fn purge(max_rows: Option<i64>) -> TsResult<i64> {
         if want <= 0 {
             break;
         }
-        let n = storage::purge_batch(want, grace, revoked_grace)? as i64;
-        total += n;
-        if n < want {
+        let (n, last) = storage::purge_batch(want, grace, revoked_grace, from)?;
+        total += n as i64;
+        if (n as i64) < want {
             break;
         }
+        from = last.map(storage::resume_point);
+    }
+    if let Some(ttl) = gucs::subject_revocation_ttl() {
+        storage::purge_subject_revocations(ttl)?;
     }
     shmem::counters().record_purge(
         total as u64,

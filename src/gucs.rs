@@ -24,6 +24,9 @@ pub static PURGE_INTERVAL: GucSetting<i32> = GucSetting::<i32>::new(60);
 pub static PURGE_BATCH_SIZE: GucSetting<i32> = GucSetting::<i32>::new(10_000);
 /// Seconds a row outlives its `exp` before it is purged.
 pub static PURGE_GRACE: GucSetting<i32> = GucSetting::<i32>::new(0);
+/// Seconds a subject revocation is kept; 0 keeps it forever. It must outlast the longest-lived
+/// token of that subject that could still be presented (deny-list mode, or a late `jwt_store`).
+pub static SUBJECT_REVOCATION_TTL: GucSetting<i32> = GucSetting::<i32>::new(30 * 86_400);
 /// Clock skew in seconds allowed for `exp`, `nbf` and `iat`.
 pub static LEEWAY: GucSetting<i32> = GucSetting::<i32>::new(30);
 /// on: only stored tokens verify (allow-list); off: any signed token unless revoked (deny-list).
@@ -111,6 +114,16 @@ pub fn init() {
         GucFlags::UNIT_S,
     );
     GucRegistry::define_int_guc(
+        c"token_store.subject_revocation_ttl",
+        c"How long a subject revocation is kept by the purge; 0 keeps it forever.",
+        c"Set it to at least the lifetime of the longest-lived tokens you accept.",
+        &SUBJECT_REVOCATION_TTL,
+        0,
+        i32::MAX,
+        GucContext::Sighup,
+        GucFlags::UNIT_S,
+    );
+    GucRegistry::define_int_guc(
         c"token_store.leeway",
         c"Clock skew allowed for exp, nbf and iat.",
         c"",
@@ -160,6 +173,12 @@ pub fn init() {
 pub fn purge_graces() -> (f64, f64) {
     let grace = PURGE_GRACE.get().max(0);
     (f64::from(grace), f64::from(grace.max(LEEWAY.get())))
+}
+
+/// Age in seconds past which a subject revocation is purged, or `None` to keep them.
+pub fn subject_revocation_ttl() -> Option<f64> {
+    let ttl = SUBJECT_REVOCATION_TTL.get();
+    (ttl > 0).then(|| f64::from(ttl) + f64::from(LEEWAY.get()))
 }
 
 /// A string setting's value, with the empty string read as unset.

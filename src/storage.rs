@@ -379,22 +379,56 @@ pub fn payload(id: [u8; 16]) -> TsResult<Option<(Vec<u8>, String)>> {
     })
 }
 
-/// Delete up to `limit` rows expired more than `grace_s` seconds ago, skipping locked rows.
-/// Revoked rows stay until `revoked_grace_s` has passed too, so a token still inside the
-/// leeway after its `exp` cannot come back to life in deny-list mode.
-pub fn purge_batch(limit: i64, grace_s: f64, revoked_grace_s: f64) -> TsResult<u64> {
-    const SQL: &str = "WITH doomed AS (SELECT id FROM token_store.tokens \
-                    WHERE expires_at < now() - make_interval(secs => $2) \
-                      AND (revoked_at IS NULL OR expires_at < now() - make_interval(secs => $3)) \
-                    ORDER BY expires_at LIMIT $1 FOR UPDATE SKIP LOCKED) \
-         DELETE FROM token_store.tokens t USING doomed WHERE t.id = doomed.id";
+/// Delete up to `limit` rows expired more than `grace_s` seconds ago, oldest first, skipping locked
+/// rows. Revoked rows stay until `revoked_grace_s` has passed too, so a token still inside the
+/// leeway after its `exp` cannot come back to life in deny-list mode. `from` (epoch seconds) skips
+/// what earlier batches of the same round already passed, so a batch does not re-walk the index
+/// entries of rows deleted before it. Returns the count and the last `expires_at` reached.
+pub fn purge_batch(
+    limit: i64,
+    grace_s: f64,
+    revoked_grace_s: f64,
+    from: Option<f64>,
+) -> TsResult<(u64, Option<f64>)> {
+    // Rows are addressed by ctid (they stay locked, so it is stable): no join back by id.
+    const SQL: &str = "WITH gone AS (DELETE FROM token_store.tokens WHERE ctid = ANY(ARRAY( \
+                    SELECT ctid FROM token_store.tokens \
+                     WHERE expires_at < now() - make_interval(secs => $2) \
+                       AND expires_at >= coalesce(to_timestamp($4), '-infinity') \
+                       AND (revoked_at IS NULL OR expires_at < now() - make_interval(secs => $3)) \
+                     ORDER BY expires_at LIMIT $1 FOR UPDATE SKIP LOCKED)) \
+                    RETURNING expires_at) \
+         SELECT count(*), extract(epoch FROM max(expires_at))::float8 FROM gone";
     write(
         "purge",
         SQL,
-        &[T::INT8OID, T::FLOAT8OID, T::FLOAT8OID],
-        &[limit.into(), grace_s.into(), revoked_grace_s.into()],
-        |t| Ok(t.len() as u64),
+        &[T::INT8OID, T::FLOAT8OID, T::FLOAT8OID, T::FLOAT8OID],
+        &[
+            limit.into(),
+            grace_s.into(),
+            revoked_grace_s.into(),
+            from.into(),
+        ],
+        |t| {
+            let row = t.first();
+            Ok((row.get::<i64>(1)?.unwrap_or(0) as u64, row.get::<f64>(2)?))
+        },
     )
+}
+
+/// Where the next purge batch starts, given the last `expires_at` the previous one deleted: a
+/// millisecond earlier, so float rounding of the epoch can never step over a row.
+pub fn resume_point(last_expires_at: f64) -> f64 {
+    last_expires_at - 0.001
+}
+
+/// Delete subject revocations older than `ttl_s` seconds (plus the leeway); returns how many.
+pub fn purge_subject_revocations(ttl_s: f64) -> TsResult<u64> {
+    const SQL: &str = "DELETE FROM token_store.subject_revocations \
+                       WHERE revoked_before < now() - make_interval(secs => $1)";
+    write("purge", SQL, &[T::FLOAT8OID], &[ttl_s.into()], |t| {
+        Ok(t.len() as u64)
+    })
 }
 
 /// A token row's id, sealed payload and the fingerprint of the key that sealed it.

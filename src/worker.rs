@@ -425,14 +425,23 @@ fn purge_round() -> u64 {
     let batch = i64::from(gucs::PURGE_BATCH_SIZE.get().max(1));
     let (grace, revoked_grace) = gucs::purge_graces();
     let mut total = 0u64;
+    let mut from = None;
     loop {
-        let n = BackgroundWorker::transaction(|| storage::purge_batch(batch, grace, revoked_grace))
-            .unwrap_or_else(|e| e.raise());
+        let (n, last) = BackgroundWorker::transaction(|| {
+            storage::purge_batch(batch, grace, revoked_grace, from)
+        })
+        .unwrap_or_else(|e| e.raise());
         total += n;
         if (n as i64) < batch || shutdown_requested() {
-            return total;
+            break;
         }
+        from = last.map(storage::resume_point);
     }
+    if let Some(ttl) = gucs::subject_revocation_ttl() {
+        BackgroundWorker::transaction(|| storage::purge_subject_revocations(ttl))
+            .unwrap_or_else(|e| e.raise());
+    }
+    total
 }
 
 /// Exit callback of a purge worker: give its slot back.
