@@ -16,37 +16,50 @@ as_pg() {
     if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi
 }
 
-# Install what is missing on Debian 12: PostgreSQL 15 with headers, clang, sudo, Python venv,
-# cargo-pgrx and cargo-fuzz.
+apt_install() {
+    [ "$#" -gt 0 ] || return 0
+    log "installing system packages: $*"
+    as_root apt-get update -qq
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null
+}
+
+# What building and running needs, installed where missing (Debian 12): PostgreSQL 15 with its
+# headers, clang for bindgen, sudo, cargo-pgrx, and `cargo pgrx init` against the system server.
 ensure_deps() {
     local need=()
-    [ -x "$PG_CONFIG" ] || need+=(postgresql-15 postgresql-server-dev-15)
+    [ -x "$PG_CONFIG" ] || need+=(postgresql-15)
     [ -f /usr/include/postgresql/15/server/postgres.h ] || need+=(postgresql-server-dev-15)
-    command -v clang >/dev/null || need+=(clang libclang-dev)
-    [ -e /usr/lib/llvm-14/lib/libclang.so ] || ls /usr/lib/llvm-*/lib/libclang*.so >/dev/null 2>&1 || need+=(libclang-dev)
+    command -v clang >/dev/null || need+=(clang)
+    ls /usr/lib/llvm-*/lib/libclang*.so >/dev/null 2>&1 || need+=(libclang-dev)
     command -v sudo >/dev/null || need+=(sudo)
-    command -v pg_dump >/dev/null || need+=(postgresql-client-15)
-    python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || need+=(python3-venv)
-    command -v python3 >/dev/null || need+=(python3 python3-venv)
-    [ -x "$PGBIN/pgbench" ] || need+=(postgresql-contrib)
-    if [ "${#need[@]}" -gt 0 ]; then
-        log "installing system packages: ${need[*]}"
-        as_root apt-get update -qq
-        as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
-    fi
+    command -v psql >/dev/null || need+=(postgresql-client-15)
+    apt_install "${need[@]}"
     if ! cargo pgrx --version 2>/dev/null | grep -q "$PGRX_VERSION"; then
         log "installing cargo-pgrx $PGRX_VERSION (a few minutes, once)"
         cargo install cargo-pgrx --version "$PGRX_VERSION" --locked
-    fi
-    if ! cargo fuzz --version >/dev/null 2>&1; then
-        log "installing cargo-fuzz (once)"
-        cargo install cargo-fuzz --locked
     fi
     if ! grep -q "pg15" "${PGRX_HOME:-$HOME/.pgrx}/config.toml" 2>/dev/null; then
         log "cargo pgrx init against the system PostgreSQL 15"
         cargo pgrx init --pg15 "$PG_CONFIG"
     fi
     id postgres >/dev/null 2>&1 || as_root useradd --system --home /var/lib/postgresql postgres
+}
+
+# What the tests need on top: Python venv, pgbench (contrib), pgbouncer (docs/pgbouncer.md),
+# Node.js and npm (examples/node), cargo-fuzz.
+ensure_test_deps() {
+    ensure_deps
+    local need=()
+    python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || need+=(python3-venv)
+    [ -x "$PGBIN/pgbench" ] || need+=(postgresql-contrib)
+    [ -x /usr/sbin/pgbouncer ] || need+=(pgbouncer)
+    command -v node >/dev/null || need+=(nodejs)
+    command -v npm >/dev/null || need+=(npm)
+    apt_install "${need[@]}"
+    if ! cargo fuzz --version >/dev/null 2>&1; then
+        log "installing cargo-fuzz (once)"
+        cargo install cargo-fuzz --locked
+    fi
 }
 
 # Build and install the extension into the system PostgreSQL ($1: --debug for a quicker build).

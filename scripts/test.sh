@@ -4,7 +4,7 @@
 # fuzzing run of each cargo-fuzz target (TS_FUZZ_SECONDS each, default 30).
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 cd "$TS_ROOT"
-ensure_deps
+ensure_test_deps
 ensure_venv
 
 log "tier 1+2: Rust unit tests and #[pg_test]s"
