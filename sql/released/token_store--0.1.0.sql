@@ -306,6 +306,42 @@ AS 'MODULE_PATHNAME', 'stats_wrapper';
 CREATE VIEW token_store.stats AS SELECT * FROM token_store.stats();
 COMMENT ON VIEW token_store.stats IS 'token_store: counts, purge figures and verification outcomes';
 
+-- One sentence per function, as in the README; shown by \df+ and obj_description.
+COMMENT ON FUNCTION token_store.create_key(text, text, text) IS
+    'token_store: register a key (secret, PEM or JWK) for an algorithm and return its kid';
+COMMENT ON FUNCTION token_store.generate_key(text, text) IS
+    'token_store: make a fresh secret or key pair inside the database and return its public JWK';
+COMMENT ON FUNCTION token_store.import_jwks(jsonb) IS
+    'token_store: add the public keys of a JWKS as verify_only keys and return how many were new';
+COMMENT ON FUNCTION token_store.set_key_state(text, text) IS
+    'token_store: make a key active (signs and verifies), verify_only or retired';
+COMMENT ON FUNCTION token_store.jwks() IS
+    'token_store: the public JWKS of every non-retired asymmetric key';
+COMMENT ON FUNCTION token_store.jwt_issue(jsonb, interval, text) IS
+    'token_store: sign claims (adding iat, exp and jti where missing), store the token and return it';
+COMMENT ON FUNCTION token_store.jwt_store(text) IS
+    'token_store: verify a token made elsewhere, store it and return its row id';
+COMMENT ON FUNCTION token_store.jwt_verify(text, text, text) IS
+    'token_store: the verified claims of a token, or ERROR 28000 token rejected: <reason>';
+COMMENT ON FUNCTION token_store.jwt_valid(text) IS
+    'token_store: true where jwt_verify would succeed, false where it would raise';
+COMMENT ON FUNCTION token_store.jwt_introspect(text) IS
+    'token_store: RFC 7662 introspection, {"active": true, ...claims} or {"active": false, "reason": ...}';
+COMMENT ON FUNCTION token_store.jwt_revoke(text, text) IS
+    'token_store: revoke a correctly signed token; true if this call revoked it';
+COMMENT ON FUNCTION token_store.jwt_revoke_id(uuid, text) IS
+    'token_store: revoke a stored token by its row id; true if this call revoked it';
+COMMENT ON FUNCTION token_store.jwt_revoke_subject(text, text) IS
+    'token_store: refuse every token of a subject issued until now; returns how many stored tokens it revoked';
+COMMENT ON FUNCTION token_store.jwt_payload(uuid) IS
+    'token_store: the decrypted claims of a stored token';
+COMMENT ON FUNCTION token_store.purge(bigint) IS
+    'token_store: delete expired rows now and return how many';
+COMMENT ON FUNCTION token_store.reencrypt(integer) IS
+    'token_store: move rows still sealed under a previous encryption key onto the current one; returns how many';
+COMMENT ON FUNCTION token_store.stats() IS
+    'token_store: counts, purge figures and verification outcomes';
+
 DO $roles$
 BEGIN
     IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = 'token_store_app') THEN
