@@ -26,33 +26,47 @@ fn parse(token: &str) -> TsResult<Parsed<'_>> {
     jwt::parse(token, max_token_bytes()).map_err(TsError::InvalidToken)
 }
 
-/// Find the key the header names (or the candidates of its alg) and check the signature.
-fn authenticate<'a>(token: &'a str) -> TsResult<(Parsed<'a>, KeyRow)> {
-    let parsed = parse(token)?;
-    let alg =
-        Alg::parse(&parsed.header.alg).ok_or(TsError::Rejected(Reason::AlgorithmNotAllowed))?;
-    let candidates = match &parsed.header.kid {
-        Some(kid) => {
-            let row = storage::key_by_kid(kid)?
-                .filter(|r| r.state != "retired")
-                .ok_or(TsError::Rejected(Reason::UnknownKey))?;
-            if row.alg != alg.as_str() {
-                return Err(TsError::Rejected(Reason::AlgorithmNotAllowed));
-            }
-            vec![row]
+fn header_alg(parsed: &Parsed) -> TsResult<Alg> {
+    Alg::parse(&parsed.header.alg).ok_or(TsError::Rejected(Reason::AlgorithmNotAllowed))
+}
+
+/// Check the signature against `candidates`: the row of the header's `kid` (if any), or the
+/// non-retired keys of its `alg`. Returns the key that verified it.
+fn pick_key(parsed: &Parsed, alg: Alg, candidates: Vec<KeyRow>) -> TsResult<KeyRow> {
+    let candidates = if parsed.header.kid.is_some() {
+        let row = candidates
+            .into_iter()
+            .find(|r| r.state != "retired")
+            .ok_or(TsError::Rejected(Reason::UnknownKey))?;
+        if row.alg != alg.as_str() {
+            return Err(TsError::Rejected(Reason::AlgorithmNotAllowed));
         }
-        None => storage::keys_by_alg(alg.as_str())?,
+        vec![row]
+    } else {
+        candidates
     };
     if candidates.is_empty() {
         return Err(TsError::Rejected(Reason::UnknownKey));
     }
     for row in candidates {
         let key = keyring::loaded(&row)?;
-        if jwt::verify_signature(&parsed, &key) {
-            return Ok((parsed, row));
+        if jwt::verify_signature(parsed, &key) {
+            return Ok(row);
         }
     }
     Err(TsError::Rejected(Reason::BadSignature))
+}
+
+/// Find the key the header names (or the candidates of its alg) and check the signature.
+fn authenticate<'a>(token: &'a str) -> TsResult<(Parsed<'a>, KeyRow)> {
+    let parsed = parse(token)?;
+    let alg = header_alg(&parsed)?;
+    let candidates = match &parsed.header.kid {
+        Some(kid) => storage::key_by_kid(kid)?.into_iter().collect(),
+        None => storage::keys_by_alg(alg.as_str())?,
+    };
+    let row = pick_key(&parsed, alg, candidates)?;
+    Ok((parsed, row))
 }
 
 /// A token that passed every check.
@@ -104,7 +118,24 @@ fn verify_uncounted<'a>(
     issuer: Option<&str>,
     mode: Mode,
 ) -> TsResult<Verified<'a>> {
-    let (parsed, key) = authenticate(token)?;
+    let parsed = parse(token)?;
+    let alg = header_alg(&parsed)?;
+    let hash = jwt::token_hash(&parsed);
+    let subject = parsed.claims.sub.as_deref();
+    // With a kid (the usual case), one statement reads the key row and the token's status.
+    let (key, status) = match parsed.header.kid.as_deref() {
+        Some(kid) => {
+            let (status, row) = storage::status_and_key(&hash, subject, kid)?;
+            (
+                pick_key(&parsed, alg, row.into_iter().collect())?,
+                Some(status),
+            )
+        }
+        None => (
+            pick_key(&parsed, alg, storage::keys_by_alg(alg.as_str())?)?,
+            None,
+        ),
+    };
     let audience = setting_or(audience, &gucs::AUDIENCE);
     let issuer = setting_or(issuer, &gucs::ISSUER);
     let policy = Policy {
@@ -114,8 +145,10 @@ fn verify_uncounted<'a>(
         issuer: issuer.as_deref(),
     };
     jwt::check_claims(&parsed.claims, &policy).map_err(TsError::Rejected)?;
-    let hash = jwt::token_hash(&parsed);
-    let status = storage::token_status(&hash, parsed.claims.sub.as_deref())?;
+    let status = match status {
+        Some(s) => s,
+        None => storage::token_status(&hash, subject)?,
+    };
     if let Some((_, true)) = status.stored {
         return Err(TsError::Rejected(Reason::Revoked));
     }

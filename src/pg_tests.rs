@@ -687,6 +687,12 @@ mod tests {
             text("SELECT string_agg(subject, ',') FROM token_store.tokens"),
             "live"
         );
+        let (total, rows) = (
+            one::<i64>("SELECT purged_total FROM token_store.stats"),
+            one::<i64>("SELECT last_purge_rows FROM token_store.stats"),
+        );
+        assert!(total.unwrap() >= 6);
+        assert_eq!(rows, Some(1));
         // subject revocations outlive their tokens by token_store.subject_revocation_ttl (30 days)
         run("INSERT INTO token_store.subject_revocations (subject, revoked_before) \
              VALUES ('ancient', now() - interval '31 days'), ('recent', now() - interval '29 days')");
@@ -695,12 +701,6 @@ mod tests {
             text("SELECT string_agg(subject, ',') FROM token_store.subject_revocations"),
             "recent"
         );
-        let (total, rows) = (
-            one::<i64>("SELECT purged_total FROM token_store.stats"),
-            one::<i64>("SELECT last_purge_rows FROM token_store.stats"),
-        );
-        assert!(total.unwrap() >= 6);
-        assert_eq!(rows, Some(1));
     }
 
     #[pg_test]

@@ -6,7 +6,7 @@ use std::rc::Rc;
 
 use pgrx::datum::{DatumWithOid, Uuid};
 use pgrx::pg_sys::{self, PgBuiltInOids as T, PgOid};
-use pgrx::spi::{OwnedPreparedStatement, SpiClient, SpiTupleTable};
+use pgrx::spi::{OwnedPreparedStatement, SpiClient, SpiHeapTupleData, SpiTupleTable};
 use pgrx::{JsonB, Spi};
 
 use crate::error::{TsError, TsResult};
@@ -99,19 +99,27 @@ pub struct KeyRow {
     pub fingerprint: String,
 }
 
+/// The key columns of `row` from ordinal `at` on (NULL kid: no key).
+fn key_row_at(row: &SpiHeapTupleData<'_>, at: usize) -> TsResult<Option<KeyRow>> {
+    let Some(kid) = row.get::<String>(at)? else {
+        return Ok(None);
+    };
+    let get_s = |i| row.get::<String>(at + i).map(Option::unwrap_or_default);
+    Ok(Some(KeyRow {
+        kid,
+        alg: get_s(1)?,
+        state: get_s(2)?,
+        can_sign: row.get::<bool>(at + 3)?.unwrap_or(false),
+        version: row.get::<i64>(at + 4)?.unwrap_or(0),
+        material: row.get::<Vec<u8>>(at + 5)?.unwrap_or_default(),
+        fingerprint: get_s(6)?,
+    }))
+}
+
 fn key_rows(table: SpiTupleTable<'_>) -> TsResult<Vec<KeyRow>> {
     let mut out = Vec::new();
     for row in table {
-        let get_s = |i| row.get::<String>(i).map(Option::unwrap_or_default);
-        out.push(KeyRow {
-            kid: get_s(1)?,
-            alg: get_s(2)?,
-            state: get_s(3)?,
-            can_sign: row.get::<bool>(4)?.unwrap_or(false),
-            version: row.get::<i64>(5)?.unwrap_or(0),
-            material: row.get::<Vec<u8>>(6)?.unwrap_or_default(),
-            fingerprint: get_s(7)?,
-        });
+        out.extend(key_row_at(&row, 1)?);
     }
     Ok(out)
 }
@@ -240,6 +248,43 @@ pub fn token_status(hash: &[u8; 32], subject: Option<&str>) -> TsResult<TokenSta
                 }),
                 subject_revoked_before: row.get::<f64>(3)?,
             })
+        },
+    )
+}
+
+/// `token_status` and `key_by_kid` in one statement: the verification hot path.
+pub fn status_and_key(
+    hash: &[u8; 32],
+    subject: Option<&str>,
+    kid: &str,
+) -> TsResult<(TokenStatus, Option<KeyRow>)> {
+    const SQL: &str = "SELECT t.id, t.revoked_at IS NOT NULL, \
+           (SELECT extract(epoch FROM s.revoked_before)::float8 \
+              FROM token_store.subject_revocations s WHERE s.subject = $2), \
+           k.kid, k.alg, k.state, k.can_sign, k.version, k.material, k.key_fingerprint \
+         FROM (SELECT 1) AS one \
+         LEFT JOIN token_store.tokens t ON t.token_hash = $1 \
+         LEFT JOIN token_store.signing_keys k ON k.kid = $3";
+    read(
+        SQL,
+        &[T::BYTEAOID, T::TEXTOID, T::TEXTOID],
+        &[hash.as_slice().into(), subject.into(), kid.into()],
+        |t| {
+            let row = t
+                .into_iter()
+                .next()
+                .ok_or_else(|| TsError::Internal("no status row".into()))?;
+            let id = row.get::<Uuid>(1)?;
+            let status = TokenStatus {
+                stored: id.map(|u| {
+                    (
+                        *u.as_bytes(),
+                        row.get::<bool>(2).ok().flatten().unwrap_or(false),
+                    )
+                }),
+                subject_revoked_before: row.get::<f64>(3)?,
+            };
+            Ok((status, key_row_at(&row, 4)?))
         },
     )
 }
