@@ -93,11 +93,24 @@ ensure_venv() {
 # A fresh random 32-byte key, hex.
 new_key() { od -An -tx1 -N32 /dev/urandom | tr -d ' \n'; }
 
+# postgres must reach a data directory the project keeps under its own folder (a clone may sit in a
+# 0700 directory): give traverse-only permission (o+x) to the ancestors of $1 that lack it.
+let_postgres_reach() {
+    [ "$(id -u)" = 0 ] || return 0
+    local d
+    d="$(cd "$1" && pwd)"
+    while [ "$d" != / ]; do
+        runuser -u postgres -- test -x "$d" 2>/dev/null || chmod o+x "$d"
+        d="$(dirname "$d")"
+    done
+}
+
 # cluster_init DIR PORT: initdb a cluster owned by postgres with token_store preloaded.
 # The encryption key goes into DIR/token_store_key.conf, included from postgresql.conf.
 cluster_init() {
     local dir="$1" port="$2"
     mkdir -p "$dir"
+    let_postgres_reach "$(dirname "$dir")"
     [ "$(id -u)" = 0 ] && chown postgres: "$dir"
     chmod 700 "$dir"
     as_pg "$PGBIN/initdb" -D "$dir/data" -U postgres --auth=trust -E UTF8 --locale=C.UTF-8 >/dev/null
