@@ -231,18 +231,22 @@ fn set_check_error(setting: &str, detail: &str) {
 // guc_malloc from 16 on; each pair below matches the version's own allocator.
 #[cfg(any(feature = "pg13", feature = "pg14", feature = "pg15"))]
 unsafe fn guc_alloc(size: usize) -> *mut std::ffi::c_void {
+    // SAFETY: plain allocation; the GUC machinery frees it with free().
     unsafe { libc::malloc(size) }
 }
 #[cfg(any(feature = "pg13", feature = "pg14", feature = "pg15"))]
 unsafe fn guc_release(p: *mut std::ffi::c_void) {
+    // SAFETY: `p` came from the GUC machinery's malloc (or guc_alloc above).
     unsafe { libc::free(p) }
 }
 #[cfg(not(any(feature = "pg13", feature = "pg14", feature = "pg15")))]
 unsafe fn guc_alloc(size: usize) -> *mut std::ffi::c_void {
+    // SAFETY: the allocator the GUC machinery frees its values and extras with.
     unsafe { pg_sys::guc_malloc(pg_sys::LOG as i32, size) }
 }
 #[cfg(not(any(feature = "pg13", feature = "pg14", feature = "pg15")))]
 unsafe fn guc_release(p: *mut std::ffi::c_void) {
+    // SAFETY: `p` came from guc_malloc/guc_strdup.
     unsafe { pg_sys::guc_free(p) }
 }
 
@@ -318,6 +322,7 @@ unsafe fn read_keys(extra: *mut std::ffi::c_void) -> Vec<EncryptionKey> {
     if extra.is_null() {
         return Vec::new();
     }
+    // SAFETY: a KeyList header followed by `count` 32-byte keys, as check_keys wrote it.
     unsafe {
         let block = extra.cast::<KeyList>();
         let src = block.cast::<u8>().add(std::mem::size_of::<KeyList>());
