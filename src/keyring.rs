@@ -21,7 +21,9 @@ struct Source {
 
 thread_local! {
     static RING: RefCell<Option<(Source, Rc<Keyring>)>> = const { RefCell::new(None) };
-    static SIGNING: RefCell<HashMap<String, (i64, Rc<LoadedKey>)>> = RefCell::new(HashMap::new());
+    // kid -> (version, sealed material, parsed key). The sealed bytes are part of the match: a key
+    // dropped and made again under the same kid starts at version 1 again, but its nonce differs.
+    static SIGNING: RefCell<HashMap<String, (i64, Vec<u8>, Rc<LoadedKey>)>> = RefCell::new(HashMap::new());
 }
 
 fn read_key_file(path: &str) -> TsResult<EncryptionKey> {
@@ -132,12 +134,12 @@ pub fn material(row: &KeyRow) -> TsResult<KeyMaterial> {
     })
 }
 
-/// The parsed key of a stored row, from cache when the row's version has not changed.
+/// The parsed key of a stored row, from cache when the row has not changed.
 pub fn loaded(row: &KeyRow) -> TsResult<Rc<LoadedKey>> {
     if let Some(k) = SIGNING.with_borrow(|c| {
         c.get(&row.kid)
-            .filter(|(v, _)| *v == row.version)
-            .map(|(_, k)| k.clone())
+            .filter(|(v, sealed, _)| *v == row.version && *sealed == row.material)
+            .map(|(_, _, k)| k.clone())
     }) {
         return Ok(k);
     }
@@ -147,6 +149,11 @@ pub fn loaded(row: &KeyRow) -> TsResult<Rc<LoadedKey>> {
     let key = Rc::new(keys::load_key(alg, &material).map_err(|e| {
         TsError::Internal(format!("stored key \"{}\" cannot be loaded: {e}", row.kid))
     })?);
-    SIGNING.with_borrow_mut(|c| c.insert(row.kid.clone(), (row.version, key.clone())));
+    SIGNING.with_borrow_mut(|c| {
+        c.insert(
+            row.kid.clone(),
+            (row.version, row.material.clone(), key.clone()),
+        )
+    });
     Ok(key)
 }

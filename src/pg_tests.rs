@@ -990,4 +990,31 @@ mod tests {
             "cannot decrypt payload of token",
         );
     }
+
+    #[pg_test]
+    fn a_key_made_again_under_the_same_kid_is_not_served_from_cache() {
+        setup();
+        let t = issue(json!({"sub": "c"}));
+        assert_eq!(
+            reason(&t),
+            "active",
+            "k1 is now parsed and cached in this backend"
+        );
+        run("DELETE FROM token_store.tokens");
+        run("DELETE FROM token_store.signing_keys WHERE kid = 'k1'");
+        run(&format!(
+            "SELECT token_store.create_key('k1', 'HS256', {})",
+            quote(OTHER_SECRET)
+        ));
+        assert_eq!(
+            one::<i64>("SELECT version FROM token_store.signing_keys WHERE kid = 'k1'"),
+            Some(1)
+        );
+        run("SET LOCAL token_store.require_stored = off");
+        assert_eq!(
+            reason(&t),
+            "bad_signature",
+            "the old secret must not be used any more"
+        );
+    }
 }
