@@ -24,30 +24,54 @@ mod tests {
         one::<String>(sql).unwrap_or_default()
     }
 
-    fn quote(s: &str) -> String {
-        format!("'{}'", s.replace('\'', "''"))
+    fn datums<'a>(args: &[&'a str]) -> Vec<pgrx::datum::DatumWithOid<'a>> {
+        args.iter().map(|a| (*a).into()).collect()
+    }
+
+    /// `run` with text parameters `$1`, `$2`, ...
+    fn run_p(sql: &str, args: &[&str]) {
+        Spi::run_with_args(sql, &datums(args)).unwrap_or_else(|e| panic!("{sql}: {e}"));
+    }
+
+    /// `one` with text parameters `$1`, `$2`, ...
+    fn one_p<T: FromDatum + IntoDatum>(sql: &str, args: &[&str]) -> Option<T> {
+        Spi::get_one_with_args::<T>(sql, &datums(args)).unwrap_or_else(|e| panic!("{sql}: {e}"))
+    }
+
+    fn text_p(sql: &str, args: &[&str]) -> String {
+        one_p::<String>(sql, args).unwrap_or_default()
     }
 
     /// A key `k1` (HS256) and a PL/pgSQL helper returning `SQLSTATE message` of a statement.
     fn setup() {
-        run(&format!(
-            "SELECT token_store.create_key('k1', 'HS256', {})",
-            quote(SECRET)
-        ));
+        run_p(
+            "SELECT token_store.create_key('k1', 'HS256', $1)",
+            &[SECRET],
+        );
         run(
-            "CREATE FUNCTION pg_temp.err(q text) RETURNS text LANGUAGE plpgsql AS $$ \
-             BEGIN EXECUTE q; RETURN 'ok'; \
+            "CREATE FUNCTION pg_temp.err(q text, a text[]) RETURNS text LANGUAGE plpgsql AS $$ \
+             BEGIN EXECUTE q USING a; RETURN 'ok'; \
              EXCEPTION WHEN OTHERS THEN RETURN SQLSTATE || ' ' || SQLERRM; END $$",
         );
     }
 
-    /// `SQLSTATE message` of running `sql`, or `ok`.
-    fn err(sql: &str) -> String {
-        text(&format!("SELECT pg_temp.err({})", quote(sql)))
+    /// `SQLSTATE message` of running `sql` (its parameters are `$1[1]`, `$1[2]`, ... of `args`),
+    /// or `ok`.
+    fn err(sql: &str, args: &[&str]) -> String {
+        Spi::get_one_with_args::<String>(
+            "SELECT pg_temp.err($1, $2)",
+            &[sql.into(), args.to_vec().into()],
+        )
+        .unwrap_or_else(|e| panic!("{sql}: {e}"))
+        .unwrap_or_default()
     }
 
     fn assert_err(sql: &str, sqlstate: &str, message_start: &str) {
-        let got = err(sql);
+        assert_err_p(sql, &[], sqlstate, message_start)
+    }
+
+    fn assert_err_p(sql: &str, args: &[&str], sqlstate: &str, message_start: &str) {
+        let got = err(sql, args);
         let want = format!("{sqlstate} {message_start}");
         assert!(
             got.starts_with(&want),
@@ -56,10 +80,10 @@ mod tests {
     }
 
     fn issue(claims: Value) -> String {
-        text(&format!(
-            "SELECT token_store.jwt_issue({}::jsonb)",
-            quote(&claims.to_string())
-        ))
+        text_p(
+            "SELECT token_store.jwt_issue($1::jsonb)",
+            &[&claims.to_string()],
+        )
     }
 
     fn now() -> i64 {
@@ -85,12 +109,9 @@ mod tests {
     }
 
     fn reason(token: &str) -> String {
-        let v = one::<JsonB>(&format!(
-            "SELECT token_store.jwt_introspect({})",
-            quote(token)
-        ))
-        .unwrap()
-        .0;
+        let v = one_p::<JsonB>("SELECT token_store.jwt_introspect($1)", &[token])
+            .unwrap()
+            .0;
         v.get("reason")
             .and_then(Value::as_str)
             .unwrap_or("active")
@@ -98,14 +119,14 @@ mod tests {
     }
 
     fn valid(token: &str) -> bool {
-        one::<bool>(&format!("SELECT token_store.jwt_valid({})", quote(token))).unwrap()
+        one_p::<bool>("SELECT token_store.jwt_valid($1)", &[token]).unwrap()
     }
 
     #[pg_test]
     fn issue_adds_registered_claims_and_verifies() {
         setup();
         let t = issue(json!({"sub": "alice", "role": "user"}));
-        let claims = one::<JsonB>(&format!("SELECT token_store.jwt_verify({})", quote(&t)))
+        let claims = one_p::<JsonB>("SELECT token_store.jwt_verify($1)", &[&t])
             .unwrap()
             .0;
         assert_eq!(claims["sub"], "alice");
@@ -134,19 +155,19 @@ mod tests {
     #[pg_test]
     fn issue_keeps_given_claims_and_honours_ttl_and_kid() {
         setup();
-        run(&format!(
-            "SELECT token_store.create_key('k2', 'HS256', {})",
-            quote(OTHER_SECRET)
-        ));
+        run_p(
+            "SELECT token_store.create_key('k2', 'HS256', $1)",
+            &[OTHER_SECRET],
+        );
         let exp = now() + 1000;
         let t = issue(json!({"sub": "bob", "exp": exp, "jti": "my-jti", "iat": now() - 5}));
-        let c = one::<JsonB>(&format!("SELECT token_store.jwt_verify({})", quote(&t)))
+        let c = one_p::<JsonB>("SELECT token_store.jwt_verify($1)", &[&t])
             .unwrap()
             .0;
         assert_eq!(c["exp"], exp);
         assert_eq!(c["jti"], "my-jti");
         let t = text("SELECT token_store.jwt_issue('{\"sub\":\"c\"}', interval '2 hours', 'k1')");
-        let c = one::<JsonB>(&format!("SELECT token_store.jwt_verify({})", quote(&t)))
+        let c = one_p::<JsonB>("SELECT token_store.jwt_verify($1)", &[&t])
             .unwrap()
             .0;
         assert_eq!(
@@ -155,10 +176,10 @@ mod tests {
         );
         // without kid: the newest active key that can sign (k2)
         let t = issue(json!({"sub": "d"}));
-        let row_kid = text(&format!(
-            "SELECT kid FROM token_store.tokens WHERE token_hash = sha256(convert_to({}, 'UTF8'))",
-            quote(&t)
-        ));
+        let row_kid = text_p(
+            "SELECT kid FROM token_store.tokens WHERE token_hash = sha256(convert_to($1, 'UTF8'))",
+            &[&t],
+        );
         assert_eq!(row_kid, "k2");
     }
 
@@ -208,14 +229,8 @@ mod tests {
             SECRET,
         );
         assert_eq!(reason(&t), "not_stored");
-        let a = text(&format!(
-            "SELECT token_store.jwt_store({})::text",
-            quote(&t)
-        ));
-        let b = text(&format!(
-            "SELECT token_store.jwt_store({})::text",
-            quote(&t)
-        ));
+        let a = text_p("SELECT token_store.jwt_store($1)::text", &[&t]);
+        let b = text_p("SELECT token_store.jwt_store($1)::text", &[&t]);
         assert_eq!(a, b);
         assert_eq!(
             one::<i64>("SELECT count(*) FROM token_store.tokens"),
@@ -227,8 +242,9 @@ mod tests {
             json!({"sub": "eve", "exp": exp}),
             OTHER_SECRET,
         );
-        assert_err(
-            &format!("SELECT token_store.jwt_store({})", quote(&bad)),
+        assert_err_p(
+            "SELECT token_store.jwt_store($1[1])",
+            &[&bad],
             "28000",
             "token rejected: bad_signature",
         );
@@ -237,8 +253,9 @@ mod tests {
             json!({"exp": now() - 3600}),
             SECRET,
         );
-        assert_err(
-            &format!("SELECT token_store.jwt_store({})", quote(&expired)),
+        assert_err_p(
+            "SELECT token_store.jwt_store($1[1])",
+            &[&expired],
             "28000",
             "token rejected: expired",
         );
@@ -252,14 +269,14 @@ mod tests {
     #[pg_test]
     fn every_reason_code() {
         setup();
-        run(&format!(
-            "SELECT token_store.create_key('h384', 'HS384', {})",
-            quote(&"s".repeat(48))
-        ));
+        run_p(
+            "SELECT token_store.create_key('h384', 'HS384', $1)",
+            &[&"s".repeat(48)],
+        );
         let exp = now() + 600;
         let stored = |claims: Value| {
             let t = forge(json!({"alg": "HS256", "kid": "k1"}), claims, SECRET);
-            run(&format!("SELECT token_store.jwt_store({})", quote(&t)));
+            run_p("SELECT token_store.jwt_store($1)", &[&t]);
             t
         };
         let cases: Vec<(String, &str)> = vec![
@@ -369,34 +386,31 @@ mod tests {
             } else {
                 ("28000", format!("token rejected: {want}"))
             };
-            assert_err(
-                &format!("SELECT token_store.jwt_verify({})", quote(token)),
+            assert_err_p(
+                "SELECT token_store.jwt_verify($1[1])",
+                &[token],
                 state,
                 &prefix,
             );
         }
         let aud = stored(json!({"exp": exp, "aud": ["api"], "iss": "me"}));
         assert_eq!(reason(&aud), "active");
-        assert_err(
-            &format!("SELECT token_store.jwt_verify({}, 'web')", quote(&aud)),
+        assert_err_p(
+            "SELECT token_store.jwt_verify($1[1], 'web')",
+            &[&aud],
             "28000",
             "token rejected: wrong_audience",
         );
-        assert_err(
-            &format!(
-                "SELECT token_store.jwt_verify({}, 'api', 'you')",
-                quote(&aud)
-            ),
+        assert_err_p(
+            "SELECT token_store.jwt_verify($1[1], 'api', 'you')",
+            &[&aud],
             "28000",
             "token rejected: wrong_issuer",
         );
         assert_eq!(
-            one::<JsonB>(&format!(
-                "SELECT token_store.jwt_verify({}, 'api', 'me')",
-                quote(&aud)
-            ))
-            .unwrap()
-            .0["iss"],
+            one_p::<JsonB>("SELECT token_store.jwt_verify($1, 'api', 'me')", &[&aud])
+                .unwrap()
+                .0["iss"],
             "me"
         );
         run("SET LOCAL token_store.audience = 'web'");
@@ -407,10 +421,7 @@ mod tests {
         run("RESET token_store.audience");
         run("RESET token_store.issuer");
         let revoked = stored(json!({"exp": exp, "sub": "r"}));
-        run(&format!(
-            "SELECT token_store.jwt_revoke({})",
-            quote(&revoked)
-        ));
+        run_p("SELECT token_store.jwt_revoke($1)", &[&revoked]);
         assert_eq!(reason(&revoked), "revoked");
         run("SET LOCAL token_store.require_stored = off");
         let unstored = forge(
@@ -482,8 +493,9 @@ mod tests {
             one::<bool>("SELECT token_store.jwt_valid(NULL)"),
             Some(false)
         );
-        assert_err(
-            &format!("SELECT token_store.jwt_verify({})", quote(&huge)),
+        assert_err_p(
+            "SELECT token_store.jwt_verify($1[1])",
+            &[&huge],
             "22P02",
             "invalid token: token is 100000 bytes",
         );
@@ -504,8 +516,9 @@ mod tests {
         run("SET LOCAL token_store.leeway = 30");
         run("SET LOCAL token_store.max_token_bytes = 64");
         assert!(t.len() > 64);
-        assert_err(
-            &format!("SELECT token_store.jwt_verify({})", quote(&t)),
+        assert_err_p(
+            "SELECT token_store.jwt_verify($1[1])",
+            &[&t],
             "22P02",
             "invalid token: token is",
         );
@@ -515,16 +528,13 @@ mod tests {
     fn introspect_has_rfc7662_shape() {
         setup();
         let t = issue(json!({"sub": "ann", "scope": "read"}));
-        let v = one::<JsonB>(&format!("SELECT token_store.jwt_introspect({})", quote(&t)))
+        let v = one_p::<JsonB>("SELECT token_store.jwt_introspect($1)", &[&t])
             .unwrap()
             .0;
         assert_eq!(v["active"], true);
         assert_eq!(v["sub"], "ann");
         assert_eq!(v["scope"], "read");
-        let id = text(&format!(
-            "SELECT id::text FROM token_store.tokens WHERE token_hash = sha256(convert_to({}, 'UTF8'))",
-            quote(&t)
-        ));
+        let id = text_p("SELECT id::text FROM token_store.tokens WHERE token_hash = sha256(convert_to($1, 'UTF8'))", &[&t]);
         assert_eq!(v["token_id"], id.as_str());
         let v = one::<JsonB>("SELECT token_store.jwt_introspect('x.y.z')")
             .unwrap()
@@ -537,14 +547,11 @@ mod tests {
         setup();
         let t = issue(json!({"sub": "a"}));
         assert_eq!(
-            one::<bool>(&format!(
-                "SELECT token_store.jwt_revoke({}, 'logout')",
-                quote(&t)
-            )),
+            one_p::<bool>("SELECT token_store.jwt_revoke($1, 'logout')", &[&t]),
             Some(true)
         );
         assert_eq!(
-            one::<bool>(&format!("SELECT token_store.jwt_revoke({})", quote(&t))),
+            one_p::<bool>("SELECT token_store.jwt_revoke($1)", &[&t]),
             Some(false)
         );
         assert_eq!(
@@ -560,7 +567,7 @@ mod tests {
         run("SET LOCAL token_store.require_stored = off");
         assert!(valid(&u));
         assert_eq!(
-            one::<bool>(&format!("SELECT token_store.jwt_revoke({})", quote(&u))),
+            one_p::<bool>("SELECT token_store.jwt_revoke($1)", &[&u]),
             Some(true)
         );
         assert_eq!(reason(&u), "revoked");
@@ -571,8 +578,9 @@ mod tests {
             json!({"sub": "u", "exp": now() + 600}),
             OTHER_SECRET,
         );
-        assert_err(
-            &format!("SELECT token_store.jwt_revoke({})", quote(&forged)),
+        assert_err_p(
+            "SELECT token_store.jwt_revoke($1[1])",
+            &[&forged],
             "28000",
             "token rejected: bad_signature",
         );
@@ -589,13 +597,14 @@ mod tests {
         let t = issue(json!({"sub": "s1"}));
         let id = text("SELECT id::text FROM token_store.tokens WHERE subject = 's1'");
         assert_eq!(
-            one::<bool>(&format!(
-                "SELECT token_store.jwt_revoke_id('{id}', 'admin')"
-            )),
+            one_p::<bool>(
+                "SELECT token_store.jwt_revoke_id($1::uuid, 'admin')",
+                &[&id]
+            ),
             Some(true)
         );
         assert_eq!(
-            one::<bool>(&format!("SELECT token_store.jwt_revoke_id('{id}')")),
+            one_p::<bool>("SELECT token_store.jwt_revoke_id($1::uuid)", &[&id]),
             Some(false)
         );
         assert_eq!(
@@ -654,8 +663,10 @@ mod tests {
             "cannot decrypt",
         );
         run("UPDATE token_store.tokens SET key_fingerprint = '0000000000000000' WHERE subject = 'p2'");
-        let e =
-            err("SELECT token_store.jwt_payload(id) FROM token_store.tokens WHERE subject = 'p2'");
+        let e = err(
+            "SELECT token_store.jwt_payload(id) FROM token_store.tokens WHERE subject = 'p2'",
+            &[],
+        );
         assert!(e.starts_with("XX001"), "{e}");
     }
 
@@ -667,10 +678,7 @@ mod tests {
         }
         issue(json!({"sub": "live"}));
         let old_revoked = issue(json!({"sub": "old-revoked", "exp": now() - 10}));
-        run(&format!(
-            "SELECT token_store.jwt_revoke({})",
-            quote(&old_revoked)
-        ));
+        run_p("SELECT token_store.jwt_revoke($1)", &[&old_revoked]);
         assert_eq!(one::<i64>("SELECT token_store.purge(2)"), Some(2));
         assert_eq!(
             one::<i64>("SELECT token_store.purge()"),
@@ -709,7 +717,7 @@ mod tests {
         issue(json!({"sub": "a"}));
         let r = issue(json!({"sub": "b"}));
         issue(json!({"sub": "c", "exp": now() - 100}));
-        run(&format!("SELECT token_store.jwt_revoke({})", quote(&r)));
+        run_p("SELECT token_store.jwt_revoke($1)", &[&r]);
         let row = Spi::get_three::<i64, i64, i64>(
             "SELECT active, revoked, expired FROM token_store.stats",
         )
@@ -754,11 +762,9 @@ mod tests {
             "22023",
             "invalid key material",
         );
-        assert_err(
-            &format!(
-                "SELECT token_store.create_key('k1', 'HS256', {})",
-                quote(SECRET)
-            ),
+        assert_err_p(
+            "SELECT token_store.create_key('k1', 'HS256', $1[1])",
+            &[SECRET],
             "42710",
             "key \"k1\" already exists",
         );
@@ -774,9 +780,10 @@ mod tests {
         );
         // an oct JWK is read as a JWK
         let k = URL_SAFE_NO_PAD.encode(OTHER_SECRET);
-        run(&format!(
-            "SELECT token_store.create_key('jwk', 'HS256', '{{\"kty\":\"oct\",\"k\":\"{k}\"}}')"
-        ));
+        run_p(
+            "SELECT token_store.create_key('jwk', 'HS256', json_build_object('kty', 'oct', 'k', $1)::text)",
+            &[&k],
+        );
         let t = forge(
             json!({"alg": "HS256", "kid": "jwk"}),
             json!({"exp": now() + 60}),
@@ -845,18 +852,17 @@ mod tests {
             ("e2", "ES384", "EC"),
             ("d1", "EdDSA", "OKP"),
         ] {
-            let jwk = one::<JsonB>(&format!(
-                "SELECT token_store.generate_key('{kid}', '{alg}')"
-            ))
-            .unwrap()
-            .0;
+            let jwk = one_p::<JsonB>("SELECT token_store.generate_key($1, $2)", &[kid, alg])
+                .unwrap()
+                .0;
             assert_eq!(jwk["kid"], kid);
             assert_eq!(jwk["alg"], alg);
             assert_eq!(jwk["kty"], kty);
             assert!(jwk.get("d").is_none() && jwk.get("p").is_none(), "{jwk}");
-            let t = text(&format!(
-                "SELECT token_store.jwt_issue('{{\"sub\":\"{kid}\"}}', '1 hour', '{kid}')"
-            ));
+            let t = text_p(
+                "SELECT token_store.jwt_issue(jsonb_build_object('sub', $1::text), '1 hour', $1)",
+                &[kid],
+            );
             assert_eq!(reason(&t), "active", "{alg}");
             let header: Value = serde_json::from_slice(
                 &URL_SAFE_NO_PAD
@@ -910,20 +916,20 @@ mod tests {
         let mut set = one::<JsonB>("SELECT token_store.jwks()").unwrap().0;
         // the same JWKS again: nothing new
         assert_eq!(
-            one::<i32>(&format!(
-                "SELECT token_store.import_jwks({}::jsonb)",
-                quote(&set.to_string())
-            )),
+            one_p::<i32>(
+                "SELECT token_store.import_jwks($1::jsonb)",
+                &[&set.to_string()]
+            ),
             Some(0)
         );
         set["keys"][0]["kid"] = json!("imported");
-        let doc = quote(&set.to_string());
+        let doc = set.to_string();
         assert_eq!(
-            one::<i32>(&format!("SELECT token_store.import_jwks({doc}::jsonb)")),
+            one_p::<i32>("SELECT token_store.import_jwks($1::jsonb)", &[&doc]),
             Some(1)
         );
         assert_eq!(
-            one::<i32>(&format!("SELECT token_store.import_jwks({doc}::jsonb)")),
+            one_p::<i32>("SELECT token_store.import_jwks($1::jsonb)", &[&doc]),
             Some(0)
         );
         assert_eq!(
@@ -951,11 +957,9 @@ mod tests {
         let mut clash = other_key.clone();
         clash["kid"] = json!("imported");
         other["keys"] = json!([clash]);
-        assert_err(
-            &format!(
-                "SELECT token_store.import_jwks({}::jsonb)",
-                quote(&other.to_string())
-            ),
+        assert_err_p(
+            "SELECT token_store.import_jwks($1[1]::jsonb)",
+            &[&other.to_string()],
             "22023",
             "invalid JWKS",
         );
@@ -1002,10 +1006,10 @@ mod tests {
         );
         run("DELETE FROM token_store.tokens");
         run("DELETE FROM token_store.signing_keys WHERE kid = 'k1'");
-        run(&format!(
-            "SELECT token_store.create_key('k1', 'HS256', {})",
-            quote(OTHER_SECRET)
-        ));
+        run_p(
+            "SELECT token_store.create_key('k1', 'HS256', $1)",
+            &[OTHER_SECRET],
+        );
         assert_eq!(
             one::<i64>("SELECT version FROM token_store.signing_keys WHERE kid = 'k1'"),
             Some(1)
