@@ -19,11 +19,14 @@ struct Source {
     previous: Vec<String>,
 }
 
+/// A parsed key with the row version and sealed bytes it was parsed from.
+type CachedKey = (i64, Vec<u8>, Rc<LoadedKey>);
+
 thread_local! {
     static RING: RefCell<Option<(Source, Rc<Keyring>)>> = const { RefCell::new(None) };
     // kid -> (version, sealed material, parsed key). The sealed bytes are part of the match: a key
     // dropped and made again under the same kid starts at version 1 again, but its nonce differs.
-    static SIGNING: RefCell<HashMap<String, (i64, Vec<u8>, Rc<LoadedKey>)>> = RefCell::new(HashMap::new());
+    static SIGNING: RefCell<HashMap<String, CachedKey>> = RefCell::new(HashMap::new());
 }
 
 fn read_key_file(path: &str) -> TsResult<EncryptionKey> {
