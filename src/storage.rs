@@ -226,6 +226,26 @@ pub struct TokenStatus {
     pub subject_revoked_before: Option<f64>,
 }
 
+/// The one row a status query always returns (it selects FROM a one-row relation).
+fn only_row(table: SpiTupleTable<'_>) -> TsResult<SpiHeapTupleData<'_>> {
+    table
+        .into_iter()
+        .next()
+        .ok_or_else(|| TsError::Internal("a status query returned no row".into()))
+}
+
+/// Columns 1-3 of a status query: token id, revoked, subject revocation time.
+fn status_at(row: &SpiHeapTupleData<'_>) -> TsResult<TokenStatus> {
+    let stored = match row.get::<Uuid>(1)? {
+        Some(id) => Some((*id.as_bytes(), row.get::<bool>(2)?.unwrap_or(false))),
+        None => None,
+    };
+    Ok(TokenStatus {
+        stored,
+        subject_revoked_before: row.get::<f64>(3)?,
+    })
+}
+
 /// Look a token up by hash, and its subject in the subject revocations, in one statement.
 pub fn token_status(hash: &[u8; 32], subject: Option<&str>) -> TsResult<TokenStatus> {
     const SQL: &str = "SELECT t.id, t.revoked_at IS NOT NULL, \
@@ -236,19 +256,7 @@ pub fn token_status(hash: &[u8; 32], subject: Option<&str>) -> TsResult<TokenSta
         SQL,
         &[T::BYTEAOID, T::TEXTOID],
         &[hash.as_slice().into(), subject.into()],
-        |t| {
-            let row = t.first();
-            let id = row.get::<Uuid>(1)?;
-            Ok(TokenStatus {
-                stored: id.map(|u| {
-                    (
-                        *u.as_bytes(),
-                        row.get::<bool>(2).ok().flatten().unwrap_or(false),
-                    )
-                }),
-                subject_revoked_before: row.get::<f64>(3)?,
-            })
-        },
+        |t| status_at(&only_row(t)?),
     )
 }
 
@@ -270,21 +278,8 @@ pub fn status_and_key(
         &[T::BYTEAOID, T::TEXTOID, T::TEXTOID],
         &[hash.as_slice().into(), subject.into(), kid.into()],
         |t| {
-            let row = t
-                .into_iter()
-                .next()
-                .ok_or_else(|| TsError::Internal("no status row".into()))?;
-            let id = row.get::<Uuid>(1)?;
-            let status = TokenStatus {
-                stored: id.map(|u| {
-                    (
-                        *u.as_bytes(),
-                        row.get::<bool>(2).ok().flatten().unwrap_or(false),
-                    )
-                }),
-                subject_revoked_before: row.get::<f64>(3)?,
-            };
-            Ok((status, key_row_at(&row, 4)?))
+            let row = only_row(t)?;
+            Ok((status_at(&row)?, key_row_at(&row, 4)?))
         },
     )
 }
