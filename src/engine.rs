@@ -75,6 +75,8 @@ pub struct Verified<'a> {
     pub parsed: Parsed<'a>,
     /// The key that verified it.
     pub kid: String,
+    /// Its identity (see `jwt::token_hash`).
+    pub hash: [u8; 32],
     /// The stored row's id, when stored.
     pub token_id: Option<[u8; 16]>,
 }
@@ -164,6 +166,7 @@ fn verify_uncounted<'a>(
     Ok(Verified {
         parsed,
         kid: key.kid,
+        hash,
         token_id: status.stored.map(|(id, _)| id),
     })
 }
@@ -182,6 +185,7 @@ fn new_row_id() -> [u8; 16] {
 fn store_row(
     what: &'static str,
     parsed: &Parsed,
+    hash: &[u8; 32],
     kid: &str,
     revoked: bool,
     reason: Option<&str>,
@@ -189,13 +193,12 @@ fn store_row(
     let c = &parsed.claims;
     let exp = c.exp.ok_or(TsError::Rejected(Reason::MissingExp))?;
     let id = new_row_id();
-    let hash = jwt::token_hash(parsed);
     let (sealed, fingerprint) = seal_payload(&id, &parsed.payload)?;
     storage::insert_token(
         what,
         &NewToken {
             id,
-            hash: &hash,
+            hash,
             jti: c.jti.as_deref(),
             subject: c.sub.as_deref(),
             issuer: c.iss.as_deref(),
@@ -218,10 +221,10 @@ pub fn store(token: &str) -> TsResult<[u8; 16]> {
     if let Some(id) = v.token_id {
         return Ok(id);
     }
-    match store_row("jwt_store", &v.parsed, &v.kid, false, None)? {
+    match store_row("jwt_store", &v.parsed, &v.hash, &v.kid, false, None)? {
         Some(id) => Ok(id),
         // stored concurrently by another session between our check and our insert
-        None => storage::token_status(&jwt::token_hash(&v.parsed), None)?
+        None => storage::token_status(&v.hash, None)?
             .stored
             .map(|(id, _)| id)
             .ok_or_else(|| TsError::Internal("token vanished while being stored".into())),
@@ -297,9 +300,15 @@ pub fn issue(claims: &Value, ttl: (i32, i32, i64), kid: Option<&str>) -> TsResul
         .map_err(|why| TsError::param("invalid registered claim", why))?;
     let token = jwt::sign(&key, &row.kid, &payload).map_err(TsError::Internal)?;
     let parsed = parse(&token)?;
-    store_row("jwt_issue", &parsed, &row.kid, false, None)?.ok_or_else(|| {
-        TsError::Internal("a freshly issued token collided with a stored one".into())
-    })?;
+    store_row(
+        "jwt_issue",
+        &parsed,
+        &jwt::token_hash(&parsed),
+        &row.kid,
+        false,
+        None,
+    )?
+    .ok_or_else(|| TsError::Internal("a freshly issued token collided with a stored one".into()))?;
     Ok(token)
 }
 
@@ -326,7 +335,7 @@ pub fn revoke(token: &str, reason: Option<&str>) -> TsResult<bool> {
     if parsed.claims.exp.is_none() {
         return Ok(false);
     }
-    match store_row("jwt_revoke", &parsed, &key.kid, true, reason)? {
+    match store_row("jwt_revoke", &parsed, &hash, &key.kid, true, reason)? {
         Some(_) => Ok(true),
         None => Ok(storage::revoke_by_hash(&hash, reason)?.unwrap_or(false)),
     }
