@@ -25,6 +25,8 @@ import pytest
 from psycopg import sql
 from psycopg.types.json import Jsonb
 
+import throwaway_cluster
+
 REQUIRED_ENV = ("TS_PGHOST", "TS_PGPORT", "TS_CLUSTER_DIR", "TS_PGBIN")
 
 # Databases named in token_store.databases by scripts/test.sh: each has a purge worker.
@@ -276,12 +278,10 @@ class TS:
     # ---- server log --------------------------------------------------------------------------
 
     def log_size(self) -> int:
-        return self.server_log.stat().st_size if self.server_log.exists() else 0
+        return throwaway_cluster.log_size(self.server_log)
 
     def log_text(self, start: int = 0) -> str:
-        with open(self.server_log, "rb") as f:
-            f.seek(start)
-            return f.read().decode("utf-8", errors="replace")
+        return throwaway_cluster.log_text(self.server_log, start)
 
 
 @pytest.fixture(scope="session")

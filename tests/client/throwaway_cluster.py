@@ -147,12 +147,22 @@ class Cluster:
     # ---- server log --------------------------------------------------------------------------
 
     def log_size(self) -> int:
-        return self.server_log.stat().st_size if self.server_log.exists() else 0
+        return log_size(self.server_log)
 
     def log_text(self, start: int = 0) -> str:
-        with open(self.server_log, "rb") as f:
-            f.seek(start)
-            return f.read().decode("utf-8", errors="replace")
+        return log_text(self.server_log, start)
+
+
+def log_size(path: Path) -> int:
+    """Bytes in a server log so far (0 before it exists): an offset for `log_text`."""
+    return path.stat().st_size if path.exists() else 0
+
+
+def log_text(path: Path, start: int = 0) -> str:
+    """A server log from byte `start` on."""
+    with open(path, "rb") as f:
+        f.seek(start)
+        return f.read().decode("utf-8", errors="replace")
 
 
 def _same_duration(shown: str, wanted: str) -> bool:
