@@ -7,6 +7,7 @@ use crate::gucs;
 use crate::jwt::{self, Alg, Parsed, Policy, Reason};
 use crate::keyring;
 use crate::keys;
+use crate::replication;
 use crate::shmem;
 use crate::storage::{self, KeyRow, NewToken};
 
@@ -261,20 +262,76 @@ fn signing_row(kid: Option<&str>) -> TsResult<KeyRow> {
     }
 }
 
-/// `jwt_issue`: complete the claims, sign, store, return the token.
-pub fn issue(claims: &Value, ttl: (i32, i32, i64), kid: Option<&str>) -> TsResult<String> {
+/// How deeply `jwt_issue`'s claims and `import_jwks`'s document may nest (objects and arrays).
+pub const MAX_JSON_DEPTH: usize = 64;
+
+/// Deepest nesting of objects and arrays in JSON text, found by a scan (no recursion).
+fn json_depth(text: &str) -> usize {
+    let (mut depth, mut deepest, mut in_string, mut escaped) = (0usize, 0usize, false, false);
+    for b in text.bytes() {
+        if in_string {
+            match b {
+                _ if escaped => escaped = false,
+                b'\\' => escaped = true,
+                b'"' => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b'{' | b'[' => {
+                depth += 1;
+                deepest = deepest.max(depth);
+            }
+            b'}' | b']' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    deepest
+}
+
+/// Parse a `jsonb` argument's text once its nesting is known to be within `MAX_JSON_DEPTH`.
+fn parse_json_arg(what: &str, text: &str) -> TsResult<Value> {
+    let depth = json_depth(text);
+    if depth > MAX_JSON_DEPTH {
+        return Err(TsError::TooComplex {
+            message: format!("{what} are nested too deeply"),
+            detail: format!(
+                "They nest {depth} levels of objects and arrays; token_store accepts at most {MAX_JSON_DEPTH}."
+            ),
+        });
+    }
+    serde_json::from_str(text)
+        .map_err(|e| TsError::param(format!("{what} cannot be read"), format!("{e}.")))
+}
+
+/// `jwt_issue`: complete the claims, sign, store, return the token. `claims` is jsonb's text.
+pub fn issue(claims: &str, ttl: (i32, i32, i64), kid: Option<&str>) -> TsResult<String> {
     storage::ensure_primary("jwt_issue")?;
+    // base64url makes the payload 4/3 as long: refuse what cannot fit before any work on it
+    let limit = max_token_bytes();
+    if claims.len().saturating_mul(4) / 3 > limit {
+        return Err(TsError::param(
+            "claims are too large",
+            format!(
+                "A token carrying {} bytes of claims would exceed token_store.max_token_bytes ({limit} bytes).",
+                claims.len()
+            ),
+        ));
+    }
+    let claims = parse_json_arg("claims", claims)?;
     let mut payload = claims.as_object().cloned().ok_or_else(|| {
         TsError::param(
             "claims must be a JSON object",
-            format!("got {}", json_kind(claims)),
+            format!("The claims given are {}.", json_kind(&claims)),
         )
     })?;
     let ttl = interval_secs(ttl.0, ttl.1, ttl.2);
     if ttl.is_nan() || ttl <= 0.0 {
         return Err(TsError::param(
             "ttl must be positive",
-            format!("got {ttl} seconds"),
+            format!("The ttl given is {ttl} seconds."),
         ));
     }
     let row = signing_row(kid)?;
@@ -288,7 +345,7 @@ pub fn issue(claims: &Value, ttl: (i32, i32, i64), kid: Option<&str>) -> TsResul
         if exp > jwt::MAX_NUMERIC_DATE {
             return Err(TsError::param(
                 "ttl is too long",
-                "exp would fall after the year 9999",
+                "The exp claim would fall after the year 9999.",
             ));
         }
         payload.insert("exp".into(), Value::from(exp as i64));
@@ -323,11 +380,29 @@ fn json_kind(v: &Value) -> &'static str {
     }
 }
 
+/// The longest `reason` a revocation keeps, in bytes; it is stored in clear.
+pub const MAX_REASON_BYTES: usize = 1024;
+
+fn check_reason(reason: Option<&str>) -> TsResult<()> {
+    match reason {
+        Some(r) if r.len() > MAX_REASON_BYTES => Err(TsError::TooLong {
+            message: "revoke reason is too long".into(),
+            detail: format!(
+                "A reason is at most {MAX_REASON_BYTES} bytes; this one is {} bytes.",
+                r.len()
+            ),
+        }),
+        _ => Ok(()),
+    }
+}
+
 /// `jwt_revoke`: true if this call revoked it. An unstored, correctly signed token gets a revoked row.
 pub fn revoke(token: &str, reason: Option<&str>) -> TsResult<bool> {
     storage::ensure_primary("jwt_revoke")?;
+    check_reason(reason)?;
     let (parsed, key) = authenticate(token)?;
     let hash = jwt::token_hash(&parsed);
+    replication::revoked();
     if let Some(changed) = storage::revoke_by_hash(&hash, reason)? {
         return Ok(changed);
     }
@@ -339,6 +414,22 @@ pub fn revoke(token: &str, reason: Option<&str>) -> TsResult<bool> {
         Some(_) => Ok(true),
         None => Ok(storage::revoke_by_hash(&hash, reason)?.unwrap_or(false)),
     }
+}
+
+/// `jwt_revoke_id`: true if this call revoked the stored token with this row id.
+pub fn revoke_id(id: [u8; 16], reason: Option<&str>) -> TsResult<bool> {
+    storage::ensure_primary("jwt_revoke_id")?;
+    check_reason(reason)?;
+    replication::revoked();
+    storage::revoke_by_id(id, reason)
+}
+
+/// `jwt_revoke_subject`: revoke the subject's stored tokens and refuse its older ones.
+pub fn revoke_subject(subject: &str, reason: Option<&str>) -> TsResult<i64> {
+    storage::ensure_primary("jwt_revoke_subject")?;
+    check_reason(reason)?;
+    replication::revoked();
+    storage::revoke_subject(subject, reason)
 }
 
 /// `jwt_payload`: the decrypted claims of row `id`, or `None` when there is no such row.
@@ -445,37 +536,76 @@ fn insert_material(
 
 /// `reencrypt`: move key material and up to `batch_size` token rows still sealed under a previous
 /// key onto the current one; returns how many rows moved. Call again until it returns 0.
+///
+/// A row that does not decrypt (tampered, or sealed under a key no longer configured) is left as
+/// it is, reported in a WARNING with its id and counted in `stats()`, so one bad row never blocks
+/// the rotation of the others.
 pub fn reencrypt(batch_size: i32) -> TsResult<i64> {
     storage::ensure_primary("reencrypt")?;
     if batch_size < 1 {
         return Err(TsError::param(
             "batch_size must be positive",
-            format!("got {batch_size}"),
+            format!("The batch_size given is {batch_size}."),
         ));
     }
     let (_, current) = keyring::current_key()?;
     let fp = current.fingerprint();
     let mut moved = 0i64;
+    let mut undecryptable = 0u64;
     for row in storage::stale_keys(fp)? {
-        let material = keyring::material(&row)?;
-        storage::reseal_key(
-            &row.kid,
-            &current.seal(&keyring::key_aad(&row.kid), &material.bytes),
-            fp,
-        )?;
-        moved += 1;
+        match keyring::material(&row) {
+            Ok(material) => {
+                storage::reseal_key(
+                    &row.kid,
+                    &current.seal(&keyring::key_aad(&row.kid), &material.bytes),
+                    fp,
+                )?;
+                moved += 1;
+            }
+            Err(TsError::Undecryptable { fingerprint, .. }) => {
+                undecryptable += 1;
+                warn_undecryptable(
+                    &format!("the material of key \"{}\"", row.kid),
+                    &fingerprint,
+                );
+            }
+            Err(e) => return Err(e),
+        }
     }
-    for (id, sealed, old_fp) in storage::stale_tokens(fp, i64::from(batch_size))? {
-        let plain = keyring::open(
-            || format!("payload of token {}", uuid::Uuid::from_bytes(id)),
-            &old_fp,
-            &id,
-            &sealed,
-        )?;
-        storage::reseal_token(id, &current.seal(&id, &plain), fp)?;
-        moved += 1;
+    // Walk the stale rows in id order, past the ones that do not decrypt, until a batch moved.
+    let mut after = None;
+    let mut moved_tokens = 0i64;
+    while moved_tokens < i64::from(batch_size) {
+        let rows = storage::stale_tokens(fp, after, i64::from(batch_size) - moved_tokens)?;
+        if rows.is_empty() {
+            break;
+        }
+        for (id, sealed, old_fp) in rows {
+            after = Some(id);
+            let what = || format!("payload of token {}", uuid::Uuid::from_bytes(id));
+            match keyring::open(what, &old_fp, &id, &sealed) {
+                Ok(plain) => {
+                    storage::reseal_token(id, &current.seal(&id, &plain), fp)?;
+                    moved_tokens += 1;
+                }
+                Err(TsError::Undecryptable { fingerprint, .. }) => {
+                    undecryptable += 1;
+                    warn_undecryptable(&what(), &fingerprint);
+                }
+                Err(e) => return Err(e),
+            }
+        }
     }
-    Ok(moved)
+    shmem::counters().record_reencrypt(undecryptable);
+    Ok(moved + moved_tokens)
+}
+
+fn warn_undecryptable(what: &str, fingerprint: &str) {
+    crate::error::warning(
+        format!("cannot decrypt {what}; it stays under encryption key {fingerprint}"),
+        "The ciphertext was altered, or made under a key that is neither the current nor a previous one.",
+        "See \"Rows that do not decrypt\" in the README: the row still verifies and revokes, only its payload is lost.",
+    );
 }
 
 /// `create_key`: parse, seal and store a key; returns its kid.
@@ -505,9 +635,10 @@ pub fn generate_key(kid: &str, alg: &str) -> TsResult<Value> {
 
 /// `import_jwks`: add a JWKS's public keys as verify-only keys; returns how many were added.
 /// Re-importing the same keys adds nothing; a kid already used by another key is an error.
-pub fn import_jwks(jwks: &Value) -> TsResult<i32> {
+pub fn import_jwks(jwks: &str) -> TsResult<i32> {
     storage::ensure_primary("import_jwks")?;
-    let entries = keys::jwks_entries(jwks).map_err(|why| TsError::param("invalid JWKS", why))?;
+    let jwks = parse_json_arg("JWKS documents", jwks)?;
+    let entries = keys::jwks_entries(&jwks).map_err(|why| TsError::param("invalid JWKS", why))?;
     let mut added = 0;
     for (kid, alg, material) in entries {
         check_kid(&kid)?;

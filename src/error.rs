@@ -32,6 +32,10 @@ pub enum TsError {
     Duplicate(String),
     /// No such object, e.g. an unknown kid (42704).
     UndefinedObject(String),
+    /// A text argument longer than its documented limit (22001).
+    TooLong { message: String, detail: String },
+    /// Input nested too deeply to be processed (54001).
+    TooComplex { message: String, detail: String },
     /// An SPI failure we did not expect (XX000).
     Internal(String),
 }
@@ -48,7 +52,8 @@ impl TsError {
         }
     }
 
-    /// Raise as a PostgreSQL ERROR. Never returns.
+    /// Raise as a PostgreSQL ERROR. Never returns. LOCATION names the caller.
+    #[track_caller]
     pub fn raise(self) -> ! {
         use PgSqlErrorCode::*;
         let (code, message, detail, hint) = match self {
@@ -94,9 +99,18 @@ impl TsError {
             ),
             TsError::Duplicate(message) => (ERRCODE_DUPLICATE_OBJECT, message, None, None),
             TsError::UndefinedObject(message) => (ERRCODE_UNDEFINED_OBJECT, message, None, None),
+            TsError::TooLong { message, detail } => {
+                (ERRCODE_STRING_DATA_RIGHT_TRUNCATION, message, Some(detail), None)
+            }
+            TsError::TooComplex { message, detail } => {
+                (ERRCODE_STATEMENT_TOO_COMPLEX, message, Some(detail), None)
+            }
             TsError::Internal(message) => (ERRCODE_INTERNAL_ERROR, message, None, None),
         };
-        let mut report = ErrorReport::new(code, message, "token_store");
+        // The domain marks the report as ours for the log hook (logging.rs), which keeps the
+        // statement, and so any key, token or claims in it, out of the server log.
+        let mut report =
+            ErrorReport::new(code, message, "token_store").set_domain(crate::logging::DOMAIN);
         if let Some(d) = detail {
             report = report.set_detail(d);
         }
@@ -108,6 +122,19 @@ impl TsError {
     }
 }
 
+/// Report a WARNING with its detail and hint (sentences), and go on.
+#[track_caller]
+pub fn warning(message: impl Into<String>, detail: impl Into<String>, hint: impl Into<String>) {
+    ErrorReport::new(
+        PgSqlErrorCode::ERRCODE_WARNING,
+        message.into(),
+        "token_store",
+    )
+    .set_detail(detail)
+    .set_hint(hint)
+    .report(PgLogLevel::WARNING);
+}
+
 impl From<pgrx::spi::SpiError> for TsError {
     fn from(e: pgrx::spi::SpiError) -> Self {
         TsError::Internal(format!("SPI failed: {e}"))
@@ -117,10 +144,12 @@ impl From<pgrx::spi::SpiError> for TsError {
 /// Unwrap a result or raise its error: the one way API wrappers leave Rust.
 pub trait OrRaise<T> {
     /// The value, or an ERROR.
+    #[track_caller]
     fn or_raise(self) -> T;
 }
 
 impl<T> OrRaise<T> for TsResult<T> {
+    #[track_caller]
     fn or_raise(self) -> T {
         match self {
             Ok(v) => v,

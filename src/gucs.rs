@@ -37,11 +37,15 @@ pub static AUDIENCE: GucSetting<Option<CString>> = GucSetting::<Option<CString>>
 pub static ISSUER: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
 /// Longer input is rejected before any parsing.
 pub static MAX_TOKEN_BYTES: GucSetting<i32> = GucSetting::<i32>::new(16_384);
+/// on: every revoking function makes its transaction wait, at commit, until the synchronous
+/// standbys have applied it (`synchronous_commit = remote_apply` for that transaction).
+pub static SYNCHRONOUS_REVOCATION: GucSetting<bool> = GucSetting::<bool>::new(false);
 
 const SECRET: GucFlags = GucFlags::SUPERUSER_ONLY.union(GucFlags::NO_SHOW_ALL);
 
-/// Register every setting. Called once from `_PG_init`.
-pub fn init() {
+/// Register every setting. Called once from `_PG_init`; `preloading` is true when the library is
+/// loaded through `shared_preload_libraries`, the only time a postmaster setting may be defined.
+pub fn init(preloading: bool) {
     // SAFETY: the hooks are `#[pg_guard]`ed and follow the GUC hook contracts (see check_keys).
     unsafe {
         GucRegistry::define_string_guc_with_hooks(
@@ -75,14 +79,18 @@ pub fn init() {
         GucContext::Sighup,
         GucFlags::SUPERUSER_ONLY,
     );
-    GucRegistry::define_string_guc(
-        c"token_store.databases",
-        c"Comma-separated databases in which the purge worker runs.",
-        c"One worker per database; needs shared_preload_libraries = 'token_store'.",
-        &DATABASES,
-        GucContext::Postmaster,
-        GucFlags::default(),
-    );
+    // A postmaster setting defined after startup ends the session (FATAL); without preloading
+    // there is no worker to configure anyway, and the value stays a plain placeholder.
+    if preloading {
+        GucRegistry::define_string_guc(
+            c"token_store.databases",
+            c"Comma-separated databases in which the purge worker runs.",
+            c"One worker per database; needs shared_preload_libraries = 'token_store'.",
+            &DATABASES,
+            GucContext::Postmaster,
+            GucFlags::default(),
+        );
+    }
     GucRegistry::define_int_guc(
         c"token_store.purge_interval",
         c"Time between purge rounds; 0 turns purging off.",
@@ -154,6 +162,14 @@ pub fn init() {
         c"Default iss that every verification demands when set.",
         c"",
         &ISSUER,
+        GucContext::Suset,
+        GucFlags::default(),
+    );
+    GucRegistry::define_bool_guc(
+        c"token_store.synchronous_revocation",
+        c"Revocations wait at commit until every synchronous standby has applied them.",
+        c"Raises synchronous_commit to remote_apply for each transaction that revokes.",
+        &SYNCHRONOUS_REVOCATION,
         GucContext::Suset,
         GucFlags::default(),
     );
@@ -391,5 +407,49 @@ unsafe extern "C-unwind" fn show_previous_keys() -> *const std::ffi::c_char {
         c"".as_ptr()
     } else {
         c"(hidden)".as_ptr()
+    }
+}
+
+/// What the configuration set for token_store before the library was loaded, read from
+/// PostgreSQL's placeholders. Only meaningful when not preloading, before `init`.
+pub struct Placeholders {
+    /// A key (or list of previous keys) sits in a placeholder any role can read with SHOW.
+    pub exposed_key: bool,
+    /// `token_store.databases` is set: a purge worker is wanted.
+    pub worker_wanted: bool,
+}
+
+/// Read the placeholders PostgreSQL keeps for `token_store.*` settings met before the library.
+pub fn placeholders() -> Placeholders {
+    let set = |name: &CStr| {
+        // SAFETY: GetConfigOption returns NULL (missing_ok) or a string owned by the GUC machinery,
+        // read here at once; restrict_privileged is false because we only test for presence.
+        unsafe {
+            let v = pg_sys::GetConfigOption(name.as_ptr(), true, false);
+            !v.is_null() && !CStr::from_ptr(v).to_bytes().trim_ascii().is_empty()
+        }
+    };
+    Placeholders {
+        exposed_key: set(c"token_store.encryption_key")
+            || set(c"token_store.previous_encryption_keys"),
+        worker_wanted: set(c"token_store.databases"),
+    }
+}
+
+/// WARNINGs for a library loaded by a session rather than preloaded, where that matters.
+pub fn warn_not_preloaded(p: &Placeholders) {
+    if p.exposed_key {
+        crate::error::warning(
+            "token_store.encryption_key is configured but token_store is not in shared_preload_libraries",
+            "Until a session loads token_store, PostgreSQL keeps the setting as a placeholder that any role can read with SHOW.",
+            "Add token_store to shared_preload_libraries and restart, or keep the key in the file named by token_store.encryption_key_file.",
+        );
+    }
+    if p.worker_wanted {
+        crate::error::warning(
+            "token_store.databases is set but token_store is not in shared_preload_libraries, so no purge worker runs",
+            "The purge worker and the cluster-wide counters of stats() start only with a preloaded library.",
+            "Add token_store to shared_preload_libraries and restart the server, or call token_store.purge() on a schedule.",
+        );
     }
 }

@@ -12,6 +12,8 @@ mod gucs;
 pub mod jwt;
 mod keyring;
 pub mod keys;
+mod logging;
+mod replication;
 mod shmem;
 mod storage;
 mod worker;
@@ -21,14 +23,21 @@ mod worker;
 extension_sql_file!("../sql/schema.sql", name = "schema", bootstrap);
 extension_sql_file!("../sql/finalize.sql", name = "finalize", finalize);
 
-/// Register the settings; when preloaded, also the shared counters and the purge workers.
+/// Register the settings and the log hook; when preloaded, also the shared counters and the purge
+/// workers. Without preloading every SQL function still works, and a misconfiguration is reported.
 #[pg_guard]
 pub extern "C-unwind" fn _PG_init() {
-    gucs::init();
     // SAFETY: a plain read of a flag the postmaster sets before loading preloaded libraries.
-    if unsafe { pg_sys::process_shared_preload_libraries_in_progress } {
+    let preloading = unsafe { pg_sys::process_shared_preload_libraries_in_progress };
+    let configured = (!preloading).then(gucs::placeholders);
+    gucs::init(preloading);
+    logging::init();
+    replication::init();
+    if preloading {
         shmem::init();
         worker::register();
+    } else if let Some(configured) = configured {
+        gucs::warn_not_preloaded(&configured);
     }
 }
 

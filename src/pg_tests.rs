@@ -986,12 +986,17 @@ mod tests {
             "22023",
             "batch_size must be positive",
         );
-        // a row under an unknown key is reported, not skipped
+        // a row under an unknown key is reported (a WARNING and the count in stats) and left
+        // where it is, so it cannot block the rotation of the others
         run("UPDATE token_store.tokens SET key_fingerprint = 'ffffffffffffffff'");
-        assert_err(
-            "SELECT token_store.reencrypt()",
-            "XX001",
-            "cannot decrypt payload of token",
+        assert_eq!(one::<i64>("SELECT token_store.reencrypt()"), Some(0));
+        assert_eq!(
+            one::<i64>("SELECT reencrypt_undecryptable FROM token_store.stats()"),
+            Some(1)
+        );
+        assert_eq!(
+            one::<i64>("SELECT count(*) FROM token_store.tokens WHERE key_fingerprint = 'ffffffffffffffff'"),
+            Some(1)
         );
     }
 

@@ -20,6 +20,7 @@ pub struct Counters {
     last_purge_rows: AtomicU64,
     last_purge_us: AtomicU64,
     worker_pids: [AtomicI32; MAX_WORKERS],
+    reencrypt_undecryptable: AtomicU64,
 }
 
 // SAFETY: only atomics, no pointers: valid at any address in any process.
@@ -40,6 +41,7 @@ impl Counters {
             last_purge_rows: AtomicU64::new(0),
             last_purge_us: AtomicU64::new(0),
             worker_pids: [ZERO_I32; MAX_WORKERS],
+            reencrypt_undecryptable: AtomicU64::new(0),
         }
     }
 
@@ -68,6 +70,16 @@ impl Counters {
         self.last_purge_at_us.store(at_unix_us, Relaxed);
         self.last_purge_rows.store(rows, Relaxed);
         self.last_purge_us.store(took_us, Relaxed);
+    }
+
+    /// Record how many rows the latest `reencrypt()` call could not decrypt.
+    pub fn record_reencrypt(&self, undecryptable: u64) {
+        self.reencrypt_undecryptable.store(undecryptable, Relaxed);
+    }
+
+    /// Rows the latest `reencrypt()` call could not decrypt (and so left where they were).
+    pub fn reencrypt_undecryptable(&self) -> u64 {
+        self.reencrypt_undecryptable.load(Relaxed)
     }
 
     /// `(purged_total, last_purge_at_unix_us or None, last_purge_rows, last_purge_us)`.

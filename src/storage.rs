@@ -474,15 +474,21 @@ pub fn purge_subject_revocations(ttl_s: f64) -> TsResult<u64> {
 /// A token row's id, sealed payload and the fingerprint of the key that sealed it.
 pub type SealedRow = ([u8; 16], Vec<u8>, String);
 
-/// Up to `limit` token rows sealed under a key other than `current_fp`, locked for update.
-pub fn stale_tokens(current_fp: &str, limit: i64) -> TsResult<Vec<SealedRow>> {
+/// Up to `limit` token rows sealed under a key other than `current_fp`, in id order after `after`,
+/// locked for update (rows another session holds are skipped).
+pub fn stale_tokens(
+    current_fp: &str,
+    after: Option<[u8; 16]>,
+    limit: i64,
+) -> TsResult<Vec<SealedRow>> {
     const SQL: &str = "SELECT id, payload, key_fingerprint FROM token_store.tokens \
-                       WHERE key_fingerprint <> $1 LIMIT $2 FOR UPDATE SKIP LOCKED";
+                       WHERE key_fingerprint <> $1 AND ($2::uuid IS NULL OR id > $2) \
+                       ORDER BY id LIMIT $3 FOR UPDATE SKIP LOCKED";
     write(
         "reencrypt",
         SQL,
-        &[T::TEXTOID, T::INT8OID],
-        &[current_fp.into(), limit.into()],
+        &[T::TEXTOID, T::UUIDOID, T::INT8OID],
+        &[current_fp.into(), after.map(uuid).into(), limit.into()],
         |t| {
             let mut out = Vec::new();
             for row in t {

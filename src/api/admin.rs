@@ -6,20 +6,21 @@ use pgrx::JsonB;
 
 use crate::engine;
 use crate::error::OrRaise;
+use crate::logging::guarded;
 use crate::{shmem, storage};
 
 /// The decrypted claims of the stored token with this row id (NULL when there is none).
 #[pg_extern(security_definer, stable)]
 #[search_path(pg_catalog, pg_temp)]
 fn jwt_payload(id: Uuid) -> Option<JsonB> {
-    engine::payload(super::uuid_bytes(id)).or_raise().map(JsonB)
+    guarded(|| engine::payload(super::uuid_bytes(id)).or_raise()).map(JsonB)
 }
 
 /// Delete expired rows now (at most `max_rows` when given); returns how many.
 #[pg_extern(security_definer, volatile)]
 #[search_path(pg_catalog, pg_temp)]
 fn purge(max_rows: default!(Option<i64>, "NULL")) -> i64 {
-    engine::purge(max_rows).or_raise()
+    guarded(|| engine::purge(max_rows).or_raise())
 }
 
 /// Token counts, rows per encryption key, purge figures, worker pids and verification outcomes.
@@ -40,6 +41,7 @@ fn stats() -> TableIterator<
         name!(worker_pids, Vec<i32>),
         name!(verifications, JsonB),
         name!(counters_shared, bool),
+        name!(reencrypt_undecryptable, i64),
     ),
 > {
     let (active, revoked, expired, per_key) = storage::table_counts().or_raise();
@@ -63,6 +65,7 @@ fn stats() -> TableIterator<
         c.worker_pids(),
         JsonB(serde_json::Value::Object(outcomes)),
         shmem::shared(),
+        c.reencrypt_undecryptable() as i64,
     ))
 }
 
@@ -71,5 +74,5 @@ fn stats() -> TableIterator<
 #[pg_extern(security_definer, volatile)]
 #[search_path(pg_catalog, pg_temp)]
 fn reencrypt(batch_size: default!(i32, 10000)) -> i64 {
-    engine::reencrypt(batch_size).or_raise()
+    guarded(|| engine::reencrypt(batch_size).or_raise())
 }

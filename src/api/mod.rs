@@ -1,10 +1,51 @@
 //! The SQL surface: thin `#[pg_extern]` wrappers, one file per area.
+//!
+//! NULL in an argument that has no default of NULL gives NULL, as a STRICT function would
+//! (`jwt_valid` gives false); arguments documented as `default null` take NULL as "not given".
 
 mod admin;
 mod keys;
 mod tokens;
 
+use pgrx::pg_sys;
+use pgrx::prelude::*;
+
 /// A `uuid` argument as bytes.
 fn uuid_bytes(id: pgrx::datum::Uuid) -> [u8; 16] {
     *id.as_bytes()
 }
+
+/// A `jsonb` argument as its text, unparsed: the engine checks size and depth before parsing, so
+/// neither a 20 MB document nor a deeply nested one costs more than a scan or ends in an XX000.
+pub struct JsonbText(pub String);
+
+impl FromDatum for JsonbText {
+    unsafe fn from_polymorphic_datum(
+        datum: pg_sys::Datum,
+        is_null: bool,
+        _typoid: pg_sys::Oid,
+    ) -> Option<Self> {
+        if is_null {
+            return None;
+        }
+        // SAFETY: the argument is a non-null jsonb datum (the SQL signature says so); jsonb_out
+        // detoasts it and returns a palloc'd C string, copied here before it is freed.
+        unsafe {
+            let text =
+                pgrx::direct_function_call::<&std::ffi::CStr>(pg_sys::jsonb_out, &[Some(datum)])?;
+            let owned = text.to_string_lossy().into_owned();
+            pg_sys::pfree(text.as_ptr() as *mut std::ffi::c_void);
+            Some(JsonbText(owned))
+        }
+    }
+}
+
+// SAFETY: mapped to PostgreSQL's own jsonb, which from_polymorphic_datum reads.
+unsafe impl<'fcx> pgrx::callconv::ArgAbi<'fcx> for JsonbText {
+    unsafe fn unbox_arg_unchecked(arg: pgrx::callconv::Arg<'_, 'fcx>) -> Self {
+        // SAFETY: the caller guarantees a non-null jsonb argument.
+        unsafe { arg.unbox_arg_using_from_datum() }.expect("a non-null jsonb argument")
+    }
+}
+
+pgrx::impl_sql_translatable!(JsonbText, arg_only = "jsonb");

@@ -5,38 +5,44 @@ use pgrx::prelude::*;
 use pgrx::JsonB;
 use serde_json::{json, Value};
 
+use super::JsonbText;
 use crate::engine::{self, Mode};
 use crate::error::{OrRaise, TsError};
+use crate::logging::guarded;
 
 /// Sign `claims` (adding `iat`, `exp` and `jti` where missing), store the token and return it.
 #[pg_extern(security_definer, volatile)]
 #[search_path(pg_catalog, pg_temp)]
 fn jwt_issue(
-    claims: JsonB,
-    ttl: default!(Interval, "'15 minutes'"),
+    claims: Option<JsonbText>,
+    ttl: default!(Option<Interval>, "'15 minutes'"),
     kid: default!(Option<&str>, "NULL"),
-) -> String {
+) -> Option<String> {
+    let (claims, ttl) = (claims?, ttl?);
     let ttl = (ttl.months(), ttl.days(), ttl.micros());
-    engine::issue(&claims.0, ttl, kid).or_raise()
+    Some(guarded(|| engine::issue(&claims.0, ttl, kid).or_raise()))
 }
 
 /// Verify the signature and claims of a token made elsewhere, then store it; returns its row id.
 #[pg_extern(security_definer, volatile)]
 #[search_path(pg_catalog, pg_temp)]
 fn jwt_store(token: &str) -> Uuid {
-    Uuid::from_bytes(engine::store(token).or_raise())
+    Uuid::from_bytes(guarded(|| engine::store(token).or_raise()))
 }
 
 /// The verified claims of `token`, or an ERROR saying why it is refused.
 #[pg_extern(security_definer, stable)]
 #[search_path(pg_catalog, pg_temp)]
 fn jwt_verify(
-    token: &str,
+    token: Option<&str>,
     audience: default!(Option<&str>, "NULL"),
     issuer: default!(Option<&str>, "NULL"),
-) -> JsonB {
-    let v = engine::verify(token, audience, issuer, Mode::Verify).or_raise();
-    JsonB(Value::Object(v.parsed.payload))
+) -> Option<JsonB> {
+    let token = token?;
+    guarded(|| {
+        let v = engine::verify(token, audience, issuer, Mode::Verify).or_raise();
+        Some(JsonB(Value::Object(v.parsed.payload)))
+    })
 }
 
 /// True when `jwt_verify` would succeed; never raises for anything in the token (NULL gives false).
@@ -44,51 +50,59 @@ fn jwt_verify(
 #[search_path(pg_catalog, pg_temp)]
 fn jwt_valid(token: Option<&str>) -> bool {
     let Some(token) = token else { return false };
-    match engine::verify(token, None, None, Mode::Verify) {
+    guarded(|| match engine::verify(token, None, None, Mode::Verify) {
         Ok(_) => true,
         Err(TsError::InvalidToken(_) | TsError::Rejected(_)) => false,
         Err(e) => e.raise(),
-    }
+    })
 }
 
 /// RFC 7662 shape: `{"active": true, ...claims, "token_id": ...}` or `{"active": false, "reason": ...}`.
 #[pg_extern(security_definer, stable)]
 #[search_path(pg_catalog, pg_temp)]
 fn jwt_introspect(token: &str) -> JsonB {
-    JsonB(match engine::verify(token, None, None, Mode::Verify) {
-        Ok(v) => {
-            let mut out = serde_json::Map::new();
-            out.insert("active".into(), Value::Bool(true));
-            out.extend(v.parsed.payload);
-            let id = v.token_id.map(|id| uuid::Uuid::from_bytes(id).to_string());
-            out.insert("token_id".into(), json!(id));
-            Value::Object(out)
-        }
-        Err(TsError::InvalidToken(_)) => json!({"active": false, "reason": "malformed"}),
-        Err(TsError::Rejected(r)) => json!({"active": false, "reason": r.as_str()}),
-        Err(e) => e.raise(),
+    guarded(|| {
+        JsonB(match engine::verify(token, None, None, Mode::Verify) {
+            Ok(v) => {
+                let mut out = serde_json::Map::new();
+                out.insert("active".into(), Value::Bool(true));
+                out.extend(v.parsed.payload);
+                let id = v.token_id.map(|id| uuid::Uuid::from_bytes(id).to_string());
+                out.insert("token_id".into(), json!(id));
+                Value::Object(out)
+            }
+            Err(TsError::InvalidToken(_)) => json!({"active": false, "reason": "malformed"}),
+            Err(TsError::Rejected(r)) => json!({"active": false, "reason": r.as_str()}),
+            Err(e) => e.raise(),
+        })
     })
 }
 
 /// Revoke a correctly signed token; true if this call revoked it. An unstored token gets a revoked row.
 #[pg_extern(security_definer, volatile)]
 #[search_path(pg_catalog, pg_temp)]
-fn jwt_revoke(token: &str, reason: default!(Option<&str>, "NULL")) -> bool {
-    engine::revoke(token, reason).or_raise()
+fn jwt_revoke(token: Option<&str>, reason: default!(Option<&str>, "NULL")) -> Option<bool> {
+    let token = token?;
+    Some(guarded(|| engine::revoke(token, reason).or_raise()))
 }
 
 /// Revoke the stored token with this row id; true if this call revoked it.
 #[pg_extern(security_definer, volatile)]
 #[search_path(pg_catalog, pg_temp)]
-fn jwt_revoke_id(id: Uuid, reason: default!(Option<&str>, "NULL")) -> bool {
-    crate::storage::ensure_primary("jwt_revoke_id").or_raise();
-    crate::storage::revoke_by_id(super::uuid_bytes(id), reason).or_raise()
+fn jwt_revoke_id(id: Option<Uuid>, reason: default!(Option<&str>, "NULL")) -> Option<bool> {
+    let id = super::uuid_bytes(id?);
+    Some(guarded(|| engine::revoke_id(id, reason).or_raise()))
 }
 
 /// Revoke every stored token of `subject`, and refuse any of its tokens issued up to now.
 #[pg_extern(security_definer, volatile)]
 #[search_path(pg_catalog, pg_temp)]
-fn jwt_revoke_subject(subject: &str, reason: default!(Option<&str>, "NULL")) -> i64 {
-    crate::storage::ensure_primary("jwt_revoke_subject").or_raise();
-    crate::storage::revoke_subject(subject, reason).or_raise()
+fn jwt_revoke_subject(
+    subject: Option<&str>,
+    reason: default!(Option<&str>, "NULL"),
+) -> Option<i64> {
+    let subject = subject?;
+    Some(guarded(|| {
+        engine::revoke_subject(subject, reason).or_raise()
+    }))
 }
