@@ -19,14 +19,18 @@ KID = "k-log"
 
 
 @pytest.fixture(scope="module")
-def conn(ts):
+def db(ts):
     ts.fresh_db(DB)
     c = ts.connect(DB)
-    c.execute("CREATE EXTENSION token_store")
     assert ts.one(c, "SHOW log_min_error_statement") == "error"
-    yield c
+    yield DB
     ts.close_all()
     ts.drop_db(DB)
+
+
+@pytest.fixture
+def conn(ts, db):
+    return ts.connect(db)
 
 
 def fail(conn, query, *literals, sqlstate):

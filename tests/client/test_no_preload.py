@@ -30,7 +30,7 @@ def cluster(ts):
         c = make("nopreload", PORT)
         c.init("postgres", {"shared_preload_libraries": "''"})
         c.start()
-        c.one("CREATE ROLE nobody LOGIN")
+        c.connect().execute("CREATE ROLE nobody LOGIN")
         yield c
 
 

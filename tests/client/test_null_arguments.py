@@ -19,14 +19,18 @@ NULL_ANSWER = {"jwt_valid": False}
 
 
 @pytest.fixture(scope="module")
-def conn(ts):
+def db(ts):
     ts.fresh_db(DB)
     c = ts.connect(DB)
-    c.execute("CREATE EXTENSION token_store")
     ts.create_key(c, KID, "HS256")
-    yield c
+    yield DB
     ts.close_all()
     ts.drop_db(DB)
+
+
+@pytest.fixture
+def conn(ts, db):
+    return ts.connect(db)
 
 
 def functions(conn):

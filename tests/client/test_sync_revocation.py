@@ -25,7 +25,7 @@ KID = "k-syncrev"
 def pair(ts):
     with clusters("syncrev-", Path(os.environ["TS_PGBIN"])) as make:
         primary = make("primary", PRIMARY_PORT)
-        primary.init(DB, {"token_store.purge_interval": "0", "synchronous_standby_names": "'ts_sync'"})
+        primary.init(DB, {"token_store.purge_interval": "0"})
         primary.start()
         primary.connect().execute(f"CREATE DATABASE {DB}")
         conn = primary.connect(DB)
@@ -35,6 +35,7 @@ def pair(ts):
         standby.base_backup_of(primary)
         standby.append_conf({"cluster_name": "'ts_sync'"})
         standby.start()
+        primary.configure({"synchronous_standby_names": "ts_sync"})
         ts.wait_for(lambda: primary.one(
             "SELECT sync_state FROM pg_stat_replication WHERE application_name = 'ts_sync'") == "sync",
             30, "the standby to be synchronous")
