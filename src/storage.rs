@@ -421,7 +421,8 @@ pub fn payload(id: [u8; 16]) -> TsResult<Option<(Vec<u8>, String)>> {
 
 // The purge statements run in the purge worker (as token_store_purge) as well as in purge(): they
 // name every function, operator and type by schema, so that a search_path set by a database owner
-// can never put its own objects in their place.
+// can never put its own objects in their place; and they lock rows with SKIP LOCKED, so that no
+// application transaction ever makes them wait.
 
 /// Delete up to `limit` rows expired more than `grace_s` seconds ago, oldest first, skipping locked
 /// rows. Revoked rows stay until `revoked_grace_s` has passed too, so a token still inside the
@@ -471,11 +472,15 @@ pub fn resume_point(last_expires_at: f64) -> f64 {
     last_expires_at - 0.001
 }
 
-/// Delete subject revocations older than `ttl_s` seconds (plus the leeway); returns how many.
+/// Delete subject revocations older than `ttl_s` seconds (plus the leeway), skipping the rows an
+/// open transaction holds (a `jwt_revoke_subject` of the same subject, say); returns how many.
 pub fn purge_subject_revocations(ttl_s: f64) -> TsResult<u64> {
     const SQL: &str = "DELETE FROM token_store.subject_revocations \
-           WHERE revoked_before OPERATOR(pg_catalog.<) \
-                   (pg_catalog.now() OPERATOR(pg_catalog.-) pg_catalog.make_interval(secs => $1))";
+           WHERE ctid OPERATOR(pg_catalog.=) ANY (ARRAY( \
+                 SELECT ctid FROM token_store.subject_revocations \
+                  WHERE revoked_before OPERATOR(pg_catalog.<) \
+                          (pg_catalog.now() OPERATOR(pg_catalog.-) pg_catalog.make_interval(secs => $1)) \
+                  FOR UPDATE SKIP LOCKED))";
     write("purge", SQL, &[T::FLOAT8OID], &[ttl_s.into()], |t| {
         Ok(t.len() as u64)
     })

@@ -7,7 +7,8 @@ search_path = public, pg_catalog` and a `public.now()`, a `public.<` (timestampt
 the worker (pg_terminate_backend, a server restart, a deadlock the owner provokes with an open
 jwt_revoke_subject transaction), none of them may ever run as a superuser, and the worker keeps
 purging. The worker acts as the NOLOGIN role token_store_purge: without it, or without its grants,
-it waits and says so once."""
+it waits and says so once. And no application lock stalls a purge: a subject revocation row held by
+an open transaction is skipped, by token_store.purge() and by the worker."""
 
 import os
 import threading
@@ -193,7 +194,10 @@ def test_restarted_worker_never_runs_owner_objects(ts, cl, restart):
 def test_worker_in_a_deadlock_never_runs_owner_objects(ts, cl):
     """The owner's open transaction holds one old subject revocation while the worker, deleting old
     ones, waits for it; the same transaction then revokes a subject the worker has just deleted: a
-    deadlock, the worker gets the error, and the launcher starts it again 5 s later."""
+    deadlock, the worker gets the error, and the launcher starts it again 5 s later. Now that the
+    worker skips locked rows it never waits, so the owner cannot provoke that deadlock at all; were
+    it to wait, the deadlock is carried out, and the restarted worker must still run nothing of the
+    owner's."""
     a, c_ = f"held-{uuid.uuid4()}", f"first-{uuid.uuid4()}"
     pause_worker(ts, cl)
     old_subject_revocations(cl, c_, a)  # c_ before a in the table, so the worker deletes c_ first
@@ -227,6 +231,36 @@ def test_worker_in_a_deadlock_never_runs_owner_objects(ts, cl):
     purged_soon(ts, cl)
     purged_soon(ts, cl)
     assert_not_escalated(ts, cl, "after a deadlock and a restart" if waited else "(the worker never waited)")
+    assert not waited, "the worker waited on the row lock of an application transaction"
+
+
+def test_purge_skips_subject_revocations_locked_by_an_app(ts, cl):
+    """An open transaction that revoked a subject long ago holds that row: purge() under a 3 s
+    statement_timeout returns, and the worker purges past the row without waiting for it."""
+    held, free, later = (f"{k}-{uuid.uuid4()}" for k in ("held", "free", "later"))
+    pause_worker(ts, cl)
+    old_subject_revocations(cl, held, free)
+    app = owner(cl)
+    app.execute("BEGIN")
+    app.execute("SELECT token_store.jwt_revoke_subject(%s)", (held,))  # holds the row until COMMIT
+
+    conn = pinned(cl)
+    conn.execute("SET statement_timeout = '3s'")
+    conn.execute("SELECT token_store.purge()")  # 57014 if it waited on the held row
+    assert revocations(ts, cl, held, free) == [held]
+
+    # the worker, purging again, skips the held row too: it deletes a later one and never waits
+    old_subject_revocations(cl, later)
+    pid = worker_pid(ts, cl)
+    cl.configure({INTERVAL: "1s"})
+    ts.wait_for(lambda: revocations(ts, cl, later) == [] or waits_on_a_lock(ts, cl, pid), PURGE_DEADLINE,
+                "the worker to purge an old subject revocation")
+    ts.holds_for(lambda: not waits_on_a_lock(ts, cl, pid), 3, "the worker does not wait on the app's lock")
+    assert revocations(ts, cl, later) == []
+    assert revocations(ts, cl, held) == [held]
+    app.execute("COMMIT")  # revoked again just now: no longer old
+    purged_soon(ts, cl)
+    assert revocations(ts, cl, held) == [held]
 
 
 def test_worker_acts_as_purge_role(ts, cl):
