@@ -48,6 +48,9 @@ BEGIN
     IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = 'token_store_admin') THEN
         CREATE ROLE token_store_admin NOLOGIN;
     END IF;
+    IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = 'token_store_purge') THEN
+        CREATE ROLE token_store_purge NOLOGIN;
+    END IF;
 END
 $roles$;
 
@@ -82,3 +85,13 @@ TO token_store_admin;
 -- operators look rows up (ids for jwt_payload / jwt_revoke_id); the claims in them stay sealed
 GRANT SELECT ON token_store.tokens, token_store.subject_revocations TO token_store_admin;
 GRANT SELECT ON token_store.keys, token_store.stats TO token_store_admin;
+
+-- The purge worker connects as the bootstrap superuser (a PostgreSQL 15 background worker cannot
+-- log in as a NOLOGIN role) and does its purging as token_store_purge: it reads and deletes expired
+-- rows; SELECT ... FOR UPDATE SKIP LOCKED needs UPDATE on one column, the least useful one.
+-- token_store_purge is granted to nobody.
+GRANT USAGE ON SCHEMA token_store TO token_store_purge;
+GRANT SELECT, DELETE ON token_store.tokens, token_store.subject_revocations TO token_store_purge;
+GRANT UPDATE (created_at) ON token_store.tokens, token_store.subject_revocations TO token_store_purge;
+COMMENT ON ROLE token_store_purge IS
+    'token_store: the role the purge worker acts as (NOLOGIN, granted to nobody): it reads and deletes expired rows';

@@ -419,6 +419,11 @@ pub fn payload(id: [u8; 16]) -> TsResult<Option<(Vec<u8>, String)>> {
     })
 }
 
+// The purge statements run in the purge worker (as token_store_purge) as well as in purge(): they
+// name every function, operator and type by schema, so that a search_path set by a database owner
+// can never put its own objects in their place; and they lock rows with SKIP LOCKED, so that no
+// application transaction ever makes them wait.
+
 /// Delete up to `limit` rows expired more than `grace_s` seconds ago, oldest first, skipping locked
 /// rows. Revoked rows stay until `revoked_grace_s` has passed too, so a token still inside the
 /// leeway after its `exp` cannot come back to life in deny-list mode. `from` (epoch seconds) skips
@@ -431,14 +436,19 @@ pub fn purge_batch(
     from: Option<f64>,
 ) -> TsResult<(u64, Option<f64>)> {
     // Rows are addressed by ctid (they stay locked, so it is stable): no join back by id.
-    const SQL: &str = "WITH gone AS (DELETE FROM token_store.tokens WHERE ctid = ANY(ARRAY( \
-                    SELECT ctid FROM token_store.tokens \
-                     WHERE expires_at < now() - make_interval(secs => $2) \
-                       AND expires_at >= coalesce(to_timestamp($4), '-infinity') \
-                       AND (revoked_at IS NULL OR expires_at < now() - make_interval(secs => $3)) \
-                     ORDER BY expires_at LIMIT $1 FOR UPDATE SKIP LOCKED)) \
-                    RETURNING expires_at) \
-         SELECT count(*), extract(epoch FROM max(expires_at))::float8 FROM gone";
+    const SQL: &str = "WITH gone AS (DELETE FROM token_store.tokens \
+           WHERE ctid OPERATOR(pg_catalog.=) ANY (ARRAY( \
+                 SELECT ctid FROM token_store.tokens \
+                  WHERE expires_at OPERATOR(pg_catalog.<) \
+                          (pg_catalog.now() OPERATOR(pg_catalog.-) pg_catalog.make_interval(secs => $2)) \
+                    AND expires_at OPERATOR(pg_catalog.>=) \
+                          COALESCE(pg_catalog.to_timestamp($4), '-infinity'::pg_catalog.timestamptz) \
+                    AND (revoked_at IS NULL OR expires_at OPERATOR(pg_catalog.<) \
+                          (pg_catalog.now() OPERATOR(pg_catalog.-) pg_catalog.make_interval(secs => $3))) \
+                  ORDER BY expires_at LIMIT $1 FOR UPDATE SKIP LOCKED)) \
+           RETURNING expires_at) \
+         SELECT pg_catalog.count(*), \
+                pg_catalog.date_part('epoch', pg_catalog.max(expires_at))::pg_catalog.float8 FROM gone";
     write(
         "purge",
         SQL,
@@ -462,12 +472,35 @@ pub fn resume_point(last_expires_at: f64) -> f64 {
     last_expires_at - 0.001
 }
 
-/// Delete subject revocations older than `ttl_s` seconds (plus the leeway); returns how many.
+/// Delete subject revocations older than `ttl_s` seconds (plus the leeway), skipping the rows an
+/// open transaction holds (a `jwt_revoke_subject` of the same subject, say); returns how many.
 pub fn purge_subject_revocations(ttl_s: f64) -> TsResult<u64> {
     const SQL: &str = "DELETE FROM token_store.subject_revocations \
-                       WHERE revoked_before < now() - make_interval(secs => $1)";
+           WHERE ctid OPERATOR(pg_catalog.=) ANY (ARRAY( \
+                 SELECT ctid FROM token_store.subject_revocations \
+                  WHERE revoked_before OPERATOR(pg_catalog.<) \
+                          (pg_catalog.now() OPERATOR(pg_catalog.-) pg_catalog.make_interval(secs => $1)) \
+                  FOR UPDATE SKIP LOCKED))";
     write("purge", SQL, &[T::FLOAT8OID], &[ttl_s.into()], |t| {
         Ok(t.len() as u64)
+    })
+}
+
+/// Whether the current role may run the purge statements: USAGE on the schema, SELECT and DELETE
+/// on both tables, and UPDATE on a column of each (which `FOR UPDATE` requires). The schema comes
+/// first: naming a table in a schema without USAGE would be an error rather than a false.
+pub fn purge_privileges_held() -> TsResult<bool> {
+    const SQL: &str =
+        "SELECT CASE WHEN pg_catalog.has_schema_privilege('token_store', 'USAGE') THEN \
+             pg_catalog.has_table_privilege('token_store.tokens', 'SELECT') \
+         AND pg_catalog.has_table_privilege('token_store.tokens', 'DELETE') \
+         AND pg_catalog.has_any_column_privilege('token_store.tokens', 'UPDATE') \
+         AND pg_catalog.has_table_privilege('token_store.subject_revocations', 'SELECT') \
+         AND pg_catalog.has_table_privilege('token_store.subject_revocations', 'DELETE') \
+         AND pg_catalog.has_any_column_privilege('token_store.subject_revocations', 'UPDATE') \
+         ELSE false END";
+    read(SQL, &[], &[], |t| {
+        Ok(t.first().get::<bool>(1)?.unwrap_or(false))
     })
 }
 

@@ -10,6 +10,14 @@
 //! dropped) is started again 5 s later, backing off up to a minute while it keeps stopping soon
 //! after its start.
 //!
+//! A purge worker connects as the bootstrap superuser (a background worker of PostgreSQL 15 cannot
+//! log in as a NOLOGIN role), pins `search_path` to `pg_catalog, pg_temp` before any SQL, at a
+//! level no database or role setting overrides, and does every transaction of a round as the
+//! NOLOGIN role `token_store_purge` in a restricted security context. The owner of a purged
+//! database can set its `search_path` and create functions and operators: none of them may ever
+//! run with the worker's privileges. A database where that role is missing or lacks its grants is
+//! said once in the log and waited on, like one without the extension.
+//!
 //! Each purge worker holds its database's slot (its position in the list) in shared memory: its
 //! pid there feeds `stats()`, and lets a restarted launcher adopt the workers still running
 //! instead of starting second ones. Purge workers are registered without a postmaster restart
@@ -22,6 +30,7 @@ use pgrx::bgworkers::{
     BackgroundWorker, BackgroundWorkerBuilder, BackgroundWorkerStatus, BgWorkerStartTime,
     DynamicBackgroundWorker, SignalWakeFlags,
 };
+use pgrx::pg_sys::panic::ErrorReport;
 use pgrx::prelude::*;
 use pgrx::PgMemoryContexts;
 
@@ -39,6 +48,8 @@ const QUICK_FAILURE: Duration = Duration::from_secs(10);
 const MAX_NAP: Duration = Duration::from_secs(10);
 /// NAMEDATALEN - 1: longer names cannot be database names.
 const MAX_DB_NAME: usize = 63;
+/// The role a purge worker acts as while purging; created (NOLOGIN) by the extension.
+const PURGE_ROLE: &std::ffi::CStr = c"token_store_purge";
 
 /// Register the launcher. Called from `_PG_init` while preloading.
 pub fn register() {
@@ -406,29 +417,121 @@ pub extern "C-unwind" fn token_store_launcher_main(_arg: pg_sys::Datum) {
 
 // ---- a purge worker -------------------------------------------------------------------------
 
-fn extension_installed() -> bool {
+/// Pin `search_path` for the life of the worker, as autovacuum does: PGC_S_OVERRIDE outranks the
+/// database's and the role's settings (already applied at connection), the configuration file and
+/// SET, so no name in the worker's SQL can resolve to an object a database owner created.
+fn pin_search_path() {
+    // SAFETY: outside any transaction, before any SQL; the check hook of search_path only parses
+    // the list; both strings are NUL-terminated constants, copied by the GUC machinery.
+    unsafe {
+        pg_sys::SetConfigOption(
+            c"search_path".as_ptr(),
+            c"pg_catalog, pg_temp".as_ptr(),
+            pg_sys::GucContext::PGC_SUSET,
+            pg_sys::GucSource::PGC_S_OVERRIDE,
+        )
+    };
+}
+
+/// Run `body` as `role` in a restricted security context (no SET ROLE, no temporary objects, no
+/// cursors or settings that outlive it), then switch back. Inside a transaction: its abort, should
+/// `body` fail, restores the user and context it started with.
+fn as_role<R>(role: pg_sys::Oid, body: impl FnOnce() -> R) -> R {
+    let mut user = pg_sys::InvalidOid;
+    let mut context: std::ffi::c_int = 0;
+    // SAFETY: both pointers are to locals that outlive the call.
+    unsafe { pg_sys::GetUserIdAndSecContext(&mut user, &mut context) };
+    let restricted = (pg_sys::SECURITY_LOCAL_USERID_CHANGE | pg_sys::SECURITY_RESTRICTED_OPERATION)
+        as std::ffi::c_int;
+    // SAFETY: inside a transaction (StartTransaction saved the user and context to restore on
+    // abort); `role` is the oid of an existing role, looked up in this transaction.
+    unsafe { pg_sys::SetUserIdAndSecContext(role, context | restricted) };
+    let result = body();
+    // SAFETY: puts back the user and context read above, still inside the same transaction.
+    unsafe { pg_sys::SetUserIdAndSecContext(user, context) };
+    result
+}
+
+/// Why a purge worker cannot purge its database now.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum NotReady {
+    NoExtension,
+    NoRole,
+    SuperuserRole,
+    NoPrivileges,
+}
+
+/// The role to purge as, or why not. Catalog look-ups only, except the privilege check, which runs
+/// as that role.
+fn ready_to_purge() -> Result<pg_sys::Oid, NotReady> {
     BackgroundWorker::transaction(|| {
-        Spi::connect(|c| {
-            c.select(
-                "SELECT 1 FROM pg_catalog.pg_extension WHERE extname = 'token_store'",
-                None,
-                &[],
+        // SAFETY: inside a transaction (syscache and catalog look-ups); the names are
+        // NUL-terminated constants; missing_ok, so an absent object is InvalidOid, not an error.
+        let (extension, role) = unsafe {
+            (
+                pg_sys::get_extension_oid(c"token_store".as_ptr(), true),
+                pg_sys::get_role_oid(PURGE_ROLE.as_ptr(), true),
             )
-            .map(|t| !t.is_empty())
-            .unwrap_or(false)
-        })
+        };
+        if extension == pg_sys::InvalidOid {
+            return Err(NotReady::NoExtension);
+        }
+        if role == pg_sys::InvalidOid {
+            return Err(NotReady::NoRole);
+        }
+        // SAFETY: inside a transaction; a syscache look-up of an existing role.
+        if unsafe { pg_sys::superuser_arg(role) } {
+            return Err(NotReady::SuperuserRole);
+        }
+        match as_role(role, storage::purge_privileges_held) {
+            Ok(true) => Ok(role),
+            Ok(false) => Err(NotReady::NoPrivileges),
+            Err(e) => e.raise(),
+        }
     })
 }
 
-/// One round: batches in their own transactions until one comes back short. Returns rows deleted.
-fn purge_round() -> u64 {
+/// Say in the log why the worker waits; once per change.
+fn say_not_ready(why: NotReady, db: &str) {
+    let role = PURGE_ROLE.to_string_lossy();
+    let (code, message, hint) = match why {
+        NotReady::NoExtension => {
+            log!("token_store purge worker: extension token_store is not installed in database \"{db}\"; waiting");
+            return;
+        }
+        NotReady::NoRole => (
+            PgSqlErrorCode::ERRCODE_UNDEFINED_OBJECT,
+            format!("token_store purge worker: role \"{role}\" does not exist; waiting"),
+            "The purge worker acts as this NOLOGIN role, which installing the extension creates. By hand: CREATE ROLE token_store_purge NOLOGIN, then grant it USAGE on schema token_store, and SELECT, DELETE and UPDATE (created_at) on token_store.tokens and token_store.subject_revocations.",
+        ),
+        NotReady::SuperuserRole => (
+            PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE,
+            format!("token_store purge worker: role \"{role}\" is a superuser; waiting"),
+            "The purge worker acts only as a role without superuser rights: ALTER ROLE token_store_purge NOSUPERUSER.",
+        ),
+        NotReady::NoPrivileges => (
+            PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE,
+            format!("token_store purge worker: role \"{role}\" lacks privileges on the tables of token_store in database \"{db}\"; waiting"),
+            "It needs USAGE on schema token_store, and SELECT, DELETE and UPDATE (created_at) on token_store.tokens and token_store.subject_revocations, as the extension grants them.",
+        ),
+    };
+    ErrorReport::new(code, message, "token_store")
+        .set_hint(hint)
+        .report(PgLogLevel::LOG);
+}
+
+/// One round, as `role`: batches in their own transactions until one comes back short. Returns
+/// rows deleted.
+fn purge_round(role: pg_sys::Oid) -> u64 {
     let batch = i64::from(gucs::PURGE_BATCH_SIZE.get().max(1));
     let (grace, revoked_grace) = gucs::purge_graces();
     let mut total = 0u64;
     let mut from = None;
     loop {
         let (n, last) = BackgroundWorker::transaction(|| {
-            storage::purge_batch(batch, grace, revoked_grace, from)
+            as_role(role, || {
+                storage::purge_batch(batch, grace, revoked_grace, from)
+            })
         })
         .unwrap_or_else(|e| e.raise());
         total += n;
@@ -438,7 +541,7 @@ fn purge_round() -> u64 {
         from = last.map(storage::resume_point);
     }
     if let Some(ttl) = gucs::subject_revocation_ttl() {
-        BackgroundWorker::transaction(|| storage::purge_subject_revocations(ttl))
+        BackgroundWorker::transaction(|| as_role(role, || storage::purge_subject_revocations(ttl)))
             .unwrap_or_else(|e| e.raise());
     }
     total
@@ -457,7 +560,9 @@ pub extern "C-unwind" fn token_store_purge_main(arg: pg_sys::Datum) {
     let slot = arg.value();
     BackgroundWorker::attach_signal_handlers(SignalWakeFlags::SIGHUP | SignalWakeFlags::SIGTERM);
     let db = BackgroundWorker::get_extra().to_owned();
+    // As the bootstrap superuser: in PostgreSQL 15 a worker cannot log in as a NOLOGIN role.
     BackgroundWorker::connect_worker_to_spi(Some(&db), None);
+    pin_search_path();
     set_application_name(&format!("{PURGE_TYPE} {db}"));
     // SAFETY: registers a plain function, run at exit whether the worker ends or fails.
     unsafe { pg_sys::before_shmem_exit(Some(release_slot), arg) };
@@ -468,7 +573,7 @@ pub extern "C-unwind" fn token_store_purge_main(arg: pg_sys::Datum) {
     }
     log!("token_store purge worker started in database \"{db}\"");
 
-    let mut said_missing = false;
+    let mut said: Option<NotReady> = None;
     let mut last_round: Option<Instant> = None;
     while !shutdown_requested() {
         reload_if_asked();
@@ -497,19 +602,22 @@ pub extern "C-unwind" fn token_store_purge_main(arg: pg_sys::Datum) {
             continue;
         }
         last_round = Some(now);
-        if !extension_installed() {
-            if !said_missing {
-                log!("token_store purge worker: extension token_store is not installed in database \"{db}\"; waiting");
-                said_missing = true;
+        let role = match ready_to_purge() {
+            Ok(role) => role,
+            Err(why) => {
+                if said != Some(why) {
+                    say_not_ready(why, &db);
+                    said = Some(why);
+                }
+                continue;
             }
-            continue;
-        }
-        said_missing = false;
+        };
+        said = None;
         report_activity(
             pg_sys::BackendState::STATE_RUNNING,
             "purging expired tokens",
         );
-        let rows = purge_round();
+        let rows = purge_round(role);
         let took = now.elapsed();
         shmem::counters().record_purge(
             rows,

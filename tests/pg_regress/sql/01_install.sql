@@ -1,4 +1,4 @@
--- Installing: one command, one schema, two roles, settings with their defaults.
+-- Installing: one command, one schema, three roles, settings with their defaults.
 CREATE EXTENSION token_store;
 \dx token_store
 SELECT nspname FROM pg_namespace WHERE nspname = 'token_store';
