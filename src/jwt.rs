@@ -207,6 +207,10 @@ pub const MAX_JSON_DEPTH: usize = 64;
 /// bound keeps a short token from turning into megabytes of digits.
 pub const MAX_NUMBER_DIGITS: i64 = 1000;
 
+/// Most non-retired keys of one `alg` a token without `kid` is tried against. With more, such a
+/// token is refused as `unknown_key` without any signature check: one call must not cost hundreds.
+pub const MAX_KIDLESS_CANDIDATES: usize = 16;
+
 /// Whether `text` nests arrays and objects no deeper than `limit` levels (the outermost counts as
 /// level 1). A linear scan without recursion that skips the contents of strings; it does not check
 /// that `text` is valid JSON, so it suits any JSON text, a `jsonb` value's output included.
