@@ -32,7 +32,8 @@ fn header_alg(parsed: &Parsed) -> TsResult<Alg> {
 }
 
 /// Check the signature against `candidates`: the row of the header's `kid` (if any), or the
-/// non-retired keys of its `alg`. Returns the key that verified it.
+/// non-retired keys of its `alg`, refused as `unknown_key` when there are more than
+/// [`jwt::MAX_KIDLESS_CANDIDATES`]. Returns the key that verified it.
 fn pick_key(parsed: &Parsed, alg: Alg, candidates: Vec<KeyRow>) -> TsResult<KeyRow> {
     let candidates = if parsed.header.kid.is_some() {
         let row = candidates
@@ -43,6 +44,9 @@ fn pick_key(parsed: &Parsed, alg: Alg, candidates: Vec<KeyRow>) -> TsResult<KeyR
             return Err(TsError::Rejected(Reason::AlgorithmNotAllowed));
         }
         vec![row]
+    } else if candidates.len() > jwt::MAX_KIDLESS_CANDIDATES {
+        // Each candidate costs a signature check; a kid-less token may not demand unboundedly many.
+        return Err(TsError::Rejected(Reason::UnknownKey));
     } else {
         candidates
     };
