@@ -1,5 +1,10 @@
-"""Upgrade harness: archived install scripts of released versions, ALTER EXTENSION ... UPDATE."""
+"""Upgrade harness: archived install scripts of released versions, ALTER EXTENSION ... UPDATE.
 
+An archived install script that the build does not ship is copied into the extension directory of
+the PostgreSQL under test; that is only done in a private copy of PostgreSQL (scripts/test.sh makes
+one per run and names it in TS_PRIVATE_PG), never in an installation of the host."""
+
+import os
 import re
 import shutil
 import subprocess
@@ -17,6 +22,16 @@ DB = "ts_upgrade"
 def sharedir(ts) -> Path:
     out = subprocess.run([str(ts.pgbin / "pg_config"), "--sharedir"], capture_output=True, text=True, check=True)
     return Path(out.stdout.strip()) / "extension"
+
+
+def private_extension_dir(ts) -> Path:
+    """The extension directory, when it belongs to the private copy of PostgreSQL of this run."""
+    ext = sharedir(ts)
+    private = os.environ.get("TS_PRIVATE_PG")
+    if not private or not ext.resolve().is_relative_to(Path(private).resolve()):
+        pytest.fail(f"refusing to copy archived install scripts into {ext}: it is not a private copy of "
+                    "PostgreSQL (run the tests through scripts/test.sh, which makes one and sets TS_PRIVATE_PG)")
+    return ext
 
 
 def current_version(ts) -> str:
@@ -61,7 +76,7 @@ def test_update_from_each_released_version(ts, old):
     if old != current:
         target = ext / f"token_store--{old}.sql"
         if not target.exists():
-            shutil.copyfile(RELEASED / target.name, target)
+            shutil.copyfile(RELEASED / target.name, private_extension_dir(ts) / target.name)
         assert (ext / f"token_store--{old}--{current}.sql").exists() or any(
             ext.glob(f"token_store--{old}--*.sql")), f"no upgrade path from {old}"
     ts.fresh_db(DB + "_fresh")
