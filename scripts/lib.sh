@@ -119,11 +119,12 @@ ensure_pgrx_init() {
 }
 
 # What the tests need on top: Python venv, pgbench (contrib), pgbouncer (docs/pgbouncer.md),
-# Node.js and npm (examples/node), cargo-fuzz.
+# Node.js and npm (examples/node), cargo-fuzz and a C++ compiler for its libFuzzer.
 ensure_test_deps() {
     ensure_deps
     local need=()
     python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || need+=(python3-venv)
+    command -v c++ >/dev/null || need+=(g++)
     [ -x "$PGBIN/pgbench" ] || need+=(postgresql-contrib)
     [ -x /usr/sbin/pgbouncer ] || need+=(pgbouncer)
     command -v node >/dev/null || need+=(nodejs)
