@@ -4,12 +4,14 @@ use serde_json::{Map, Value};
 
 use crate::error::{TsError, TsResult};
 use crate::gucs;
-use crate::jwt::{self, Alg, JsonProblem, Parsed, Policy, Reason};
 use crate::keyring;
-use crate::keys;
 use crate::replication;
 use crate::shmem;
 use crate::storage::{self, KeyRow, NewToken};
+use token_store_core::alg::{Alg, Reason};
+use token_store_core::claims::{self, JsonProblem, Policy};
+use token_store_core::jws::{self, Parsed};
+use token_store_core::keys;
 
 /// Seconds since the epoch, from the real clock (not the transaction start).
 pub fn now_secs() -> f64 {
@@ -24,7 +26,7 @@ fn max_token_bytes() -> usize {
 }
 
 fn parse(token: &str) -> TsResult<Parsed<'_>> {
-    jwt::parse(token, max_token_bytes()).map_err(TsError::InvalidToken)
+    jws::parse(token, max_token_bytes()).map_err(TsError::InvalidToken)
 }
 
 fn header_alg(parsed: &Parsed) -> TsResult<Alg> {
@@ -33,7 +35,7 @@ fn header_alg(parsed: &Parsed) -> TsResult<Alg> {
 
 /// Check the signature against `candidates`: the row of the header's `kid` (if any), or the
 /// non-retired keys of its `alg`, refused as `unknown_key` when there are more than
-/// [`jwt::MAX_KIDLESS_CANDIDATES`]. Returns the key that verified it.
+/// [`jws::MAX_KIDLESS_CANDIDATES`]. Returns the key that verified it.
 fn pick_key(parsed: &Parsed, alg: Alg, candidates: Vec<KeyRow>) -> TsResult<KeyRow> {
     let candidates = if parsed.header.kid.is_some() {
         let row = candidates
@@ -44,7 +46,7 @@ fn pick_key(parsed: &Parsed, alg: Alg, candidates: Vec<KeyRow>) -> TsResult<KeyR
             return Err(TsError::Rejected(Reason::AlgorithmNotAllowed));
         }
         vec![row]
-    } else if candidates.len() > jwt::MAX_KIDLESS_CANDIDATES {
+    } else if candidates.len() > jws::MAX_KIDLESS_CANDIDATES {
         // Each candidate costs a signature check; a kid-less token may not demand unboundedly many.
         return Err(TsError::Rejected(Reason::UnknownKey));
     } else {
@@ -55,7 +57,7 @@ fn pick_key(parsed: &Parsed, alg: Alg, candidates: Vec<KeyRow>) -> TsResult<KeyR
     }
     for row in candidates {
         let key = keyring::loaded(&row)?;
-        if jwt::verify_signature(parsed, &key) {
+        if jws::verify_signature(parsed, &key) {
             return Ok(row);
         }
     }
@@ -80,7 +82,7 @@ pub struct Verified<'a> {
     pub parsed: Parsed<'a>,
     /// The key that verified it.
     pub kid: String,
-    /// Its identity (see `jwt::token_hash`).
+    /// Its identity (see `jws::token_hash`).
     pub hash: [u8; 32],
     /// The stored row's id, when stored.
     pub token_id: Option<[u8; 16]>,
@@ -127,7 +129,7 @@ fn verify_uncounted<'a>(
 ) -> TsResult<Verified<'a>> {
     let parsed = parse(token)?;
     let alg = header_alg(&parsed)?;
-    let hash = jwt::token_hash(&parsed);
+    let hash = jws::token_hash(&parsed);
     let subject = parsed.claims.sub.as_deref();
     // With a kid (the usual case), one statement reads the key row and the token's status.
     let (key, status) = match parsed.header.kid.as_deref() {
@@ -151,7 +153,7 @@ fn verify_uncounted<'a>(
         audience: audience.as_deref(),
         issuer: issuer.as_deref(),
     };
-    jwt::check_claims(&parsed.claims, &policy).map_err(TsError::Rejected)?;
+    claims::check_claims(&parsed.claims, &policy).map_err(TsError::Rejected)?;
     let status = match status {
         Some(s) => s,
         None => storage::token_status(&hash, subject)?,
@@ -267,16 +269,16 @@ fn signing_row(kid: Option<&str>) -> TsResult<KeyRow> {
 }
 
 /// Parse a `jsonb` argument's text (`what`: "claims", "JWKS documents") once it is known to nest
-/// no deeper than `jwt::MAX_JSON_DEPTH` and to hold no number too long to sign or store.
+/// no deeper than `claims::MAX_JSON_DEPTH` and to hold no number too long to sign or store.
 fn parse_json_arg(what: &str, text: &str) -> TsResult<Value> {
-    match jwt::check_json(text) {
+    match claims::check_json(text) {
         Ok(()) => {}
         Err(JsonProblem::TooDeep) => {
             return Err(TsError::TooComplex {
                 message: format!("{what} are nested too deeply"),
                 detail: format!(
                     "token_store accepts at most {} levels of objects and arrays.",
-                    jwt::MAX_JSON_DEPTH
+                    claims::MAX_JSON_DEPTH
                 ),
             })
         }
@@ -327,7 +329,7 @@ pub fn issue(claims: &str, ttl: (i32, i32, i64), kid: Option<&str>) -> TsResult<
         .or_insert_with(|| Value::from(now as i64));
     if !payload.contains_key("exp") {
         let exp = (now + ttl).floor();
-        if exp > jwt::MAX_NUMERIC_DATE {
+        if exp > claims::MAX_NUMERIC_DATE {
             return Err(TsError::param(
                 "ttl is too long",
                 "The exp claim would fall after the year 9999.",
@@ -338,14 +340,14 @@ pub fn issue(claims: &str, ttl: (i32, i32, i64), kid: Option<&str>) -> TsResult<
     payload
         .entry("jti")
         .or_insert_with(|| Value::from(uuid::Uuid::new_v4().to_string()));
-    jwt::registered_claims(&payload)
+    claims::registered_claims(&payload)
         .map_err(|why| TsError::param("invalid registered claim", why))?;
-    let token = jwt::sign(&key, &row.kid, &payload).map_err(TsError::Internal)?;
+    let token = jws::sign(&key, &row.kid, &payload).map_err(TsError::Internal)?;
     let parsed = parse(&token)?;
     store_row(
         "jwt_issue",
         &parsed,
-        &jwt::token_hash(&parsed),
+        &jws::token_hash(&parsed),
         &row.kid,
         false,
         None,
@@ -386,7 +388,7 @@ pub fn revoke(token: &str, reason: Option<&str>) -> TsResult<bool> {
     storage::ensure_primary("jwt_revoke")?;
     check_reason(reason)?;
     let (parsed, key) = authenticate(token)?;
-    let hash = jwt::token_hash(&parsed);
+    let hash = jws::token_hash(&parsed);
     replication::revoked();
     if let Some(changed) = storage::revoke_by_hash(&hash, reason)? {
         return Ok(changed);

@@ -5,7 +5,7 @@ use std::ffi::{CStr, CString};
 use pgrx::guc::{GucContext, GucFlags, GucRegistry, GucSetting};
 use pgrx::pg_sys;
 
-use crate::crypto::EncryptionKey;
+use token_store_core::aead::EncryptionKey;
 
 /// 32-byte AES-256-GCM key (base64 or hex) that encrypts payloads and key material.
 pub static ENCRYPTION_KEY: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);

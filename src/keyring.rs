@@ -4,12 +4,12 @@ use std::cell::RefCell;
 use std::collections::HashMap;
 use std::rc::Rc;
 
-use crate::crypto::{EncryptionKey, Keyring};
 use crate::error::{TsError, TsResult};
 use crate::gucs;
-use crate::jwt::Alg;
-use crate::keys::{self, KeyMaterial, LoadedKey};
 use crate::storage::KeyRow;
+use token_store_core::aead::{EncryptionKey, Keyring};
+use token_store_core::alg::Alg;
+use token_store_core::keys::{self, KeyMaterial, LoadedKey};
 
 // What the keyring was built from; compared by fingerprint, so no key text is kept here.
 #[derive(PartialEq)]

@@ -1,4 +1,4 @@
-//! Encryption at rest and hashing. Knows nothing of PostgreSQL.
+//! Encryption at rest (AES-256-GCM sealing), key fingerprints and hashing.
 //!
 //! A sealed blob is `nonce (12) ‖ ciphertext ‖ tag (16)`, AES-256-GCM, with the caller's
 //! associated data (a row id or a kid) bound in so a blob copied to another row fails to open.
