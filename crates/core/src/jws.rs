@@ -104,51 +104,32 @@ pub fn parse(token: &str, max_bytes: usize) -> Result<Parsed<'_>, String> {
     })
 }
 
-/// Orders of the P-256 and P-384 groups (FIPS 186-4 D.1.2), big-endian hex.
-const P256_ORDER: &str = "ffffffff00000000ffffffffffffffffbce6faada7179e84f3b9cac2fc632551";
-const P384_ORDER: &str = "ffffffffffffffffffffffffffffffffffffffffffffffffc7634d81f4372ddf581a0db248b0a77aecec196accc52973";
-
-/// `a - b` for big-endian numbers of equal length with `a >= b`.
-fn sub_be(a: &[u8], b: &[u8]) -> Vec<u8> {
-    let mut out = vec![0u8; a.len()];
-    let mut borrow = 0i16;
-    for i in (0..a.len()).rev() {
-        let mut d = i16::from(a[i]) - i16::from(b[i]) - borrow;
-        borrow = i16::from(d < 0);
-        if d < 0 {
-            d += 256;
-        }
-        out[i] = d as u8;
-    }
-    out
-}
-
 /// The identity of a token: SHA-256 of its text, except that an ECDSA signature's `s` is first put
 /// in its low form. `(r, s)` and `(r, n - s)` both verify, so without this anyone holding a revoked
 /// ES256/ES384 token could present its twin as a token never seen before.
 pub fn token_hash(token: &Parsed) -> [u8; 32] {
-    let order = match token.header.alg.as_str() {
-        "ES256" => P256_ORDER,
-        "ES384" => P384_ORDER,
-        _ => return raw_hash(token.signing_input, token.signature),
+    match low_s(&token.header.alg, token.signature) {
+        Some(low) => raw_hash(token.signing_input, &URL_SAFE_NO_PAD.encode(low)),
+        None => raw_hash(token.signing_input, token.signature),
+    }
+}
+
+/// The low-S form of an ES256/ES384 signature (base64url of `r || s`) when its `s` is high;
+/// `None` when it is already low or is no ECDSA signature at all.
+fn low_s(alg: &str, signature: &str) -> Option<Vec<u8>> {
+    let sig = URL_SAFE_NO_PAD.decode(signature).ok()?;
+    let low = match alg {
+        "ES256" => p256::ecdsa::Signature::from_slice(&sig)
+            .ok()?
+            .normalize_s()
+            .to_vec(),
+        "ES384" => p384::ecdsa::Signature::from_slice(&sig)
+            .ok()?
+            .normalize_s()
+            .to_vec(),
+        _ => return None,
     };
-    let n = crate::aead::hex_decode(order).expect("constant hex");
-    let Ok(sig) = URL_SAFE_NO_PAD.decode(token.signature) else {
-        return raw_hash(token.signing_input, token.signature);
-    };
-    if sig.len() != 2 * n.len() {
-        return raw_hash(token.signing_input, token.signature);
-    }
-    let (r, s) = sig.split_at(n.len());
-    if s > n.as_slice() {
-        return raw_hash(token.signing_input, token.signature);
-    }
-    let neg = sub_be(&n, s);
-    if s <= neg.as_slice() {
-        return raw_hash(token.signing_input, token.signature);
-    }
-    let low = [r, neg.as_slice()].concat();
-    raw_hash(token.signing_input, &URL_SAFE_NO_PAD.encode(low))
+    (low != sig).then_some(low)
 }
 
 fn raw_hash(signing_input: &str, signature: &str) -> [u8; 32] {
@@ -171,18 +152,12 @@ pub fn verify_signature(token: &Parsed, key: &LoadedKey) -> bool {
     .unwrap_or(false)
 }
 
-/// Make a compact JWS of `payload` with header `{"alg","typ":"JWT","kid"}`.
+/// Make a compact JWS of `payload` with header `{"typ":"JWT","alg","kid"}`.
 pub fn sign(key: &LoadedKey, kid: &str, payload: &Map<String, Value>) -> Result<String, String> {
     let enc = key.encoding.as_ref().ok_or("this key cannot sign")?;
-    let header = serde_json::json!({"alg": key.alg.as_str(), "typ": "JWT", "kid": kid});
-    let mut out = URL_SAFE_NO_PAD.encode(serde_json::to_vec(&header).expect("serialisable"));
-    out.push('.');
-    out.push_str(&URL_SAFE_NO_PAD.encode(serde_json::to_vec(payload).expect("serialisable")));
-    let sig = jsonwebtoken::crypto::sign(out.as_bytes(), enc, key.alg.to_jsonwebtoken())
-        .map_err(|e| format!("signing failed: {e}"))?;
-    out.push('.');
-    out.push_str(&sig);
-    Ok(out)
+    let mut header = jsonwebtoken::Header::new(key.alg.to_jsonwebtoken());
+    header.kid = Some(kid.to_owned());
+    jsonwebtoken::encode(&header, payload, enc).map_err(|e| format!("signing failed: {e}"))
 }
 
 #[cfg(test)]
@@ -368,7 +343,7 @@ mod tests {
     #[test]
     fn ecdsa_twin_signatures_share_one_identity() {
         use crate::keys::{generate, load_key};
-        for (alg, order) in [(Alg::ES256, P256_ORDER), (Alg::ES384, P384_ORDER)] {
+        for alg in [Alg::ES256, Alg::ES384] {
             let key = load_key(alg, &generate(alg)).unwrap();
             let t = sign(
                 &key,
@@ -378,9 +353,25 @@ mod tests {
             .unwrap();
             let p = parse(&t, 16384).unwrap();
             let sig = URL_SAFE_NO_PAD.decode(p.signature).unwrap();
-            let n = crate::aead::hex_decode(order).unwrap();
-            let (r, s) = sig.split_at(n.len());
-            let twin_sig = [r, sub_be(&n, s).as_slice()].concat();
+            // (r, n - s): the other signature of the same message under the same key
+            let twin_sig = match alg {
+                Alg::ES256 => {
+                    let (r, s) = p256::ecdsa::Signature::from_slice(&sig)
+                        .unwrap()
+                        .split_scalars();
+                    p256::ecdsa::Signature::from_scalars(r, -s)
+                        .unwrap()
+                        .to_vec()
+                }
+                _ => {
+                    let (r, s) = p384::ecdsa::Signature::from_slice(&sig)
+                        .unwrap()
+                        .split_scalars();
+                    p384::ecdsa::Signature::from_scalars(r, -s)
+                        .unwrap()
+                        .to_vec()
+                }
+            };
             let twin = format!("{}.{}", p.signing_input, URL_SAFE_NO_PAD.encode(twin_sig));
             let q = parse(&twin, 16384).unwrap();
             assert!(

@@ -1,51 +1,11 @@
 //! Fresh keys from the operating system's random source.
 
+use getrandom::SysRng;
+use rsa::Generate;
+
 use super::*;
 
-// ---------------------------------------------------------------------------------------------
-// Generation
-
-/// The operating system's random source, in the shape the RustCrypto crates take.
-pub(super) struct OsRng;
-
-#[derive(Debug)]
-pub(super) struct RngFailed;
-
-impl std::fmt::Display for RngFailed {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("the OS random source failed")
-    }
-}
-
-impl std::error::Error for RngFailed {}
-
-impl rsa::rand_core::TryRng for OsRng {
-    type Error = RngFailed;
-
-    fn try_next_u32(&mut self) -> Result<u32, RngFailed> {
-        let mut b = [0u8; 4];
-        self.try_fill_bytes(&mut b)?;
-        Ok(u32::from_le_bytes(b))
-    }
-
-    fn try_next_u64(&mut self) -> Result<u64, RngFailed> {
-        let mut b = [0u8; 8];
-        self.try_fill_bytes(&mut b)?;
-        Ok(u64::from_le_bytes(b))
-    }
-
-    fn try_fill_bytes(&mut self, dst: &mut [u8]) -> Result<(), RngFailed> {
-        getrandom::getrandom(dst).map_err(|_| RngFailed)
-    }
-}
-
-impl rsa::rand_core::TryCryptoRng for OsRng {}
-
-pub(super) fn random<const N: usize>() -> Zeroizing<[u8; N]> {
-    let mut b = Zeroizing::new([0u8; N]);
-    getrandom::getrandom(&mut b[..]).expect("the OS random source failed");
-    b
-}
+const RNG_FAILED: &str = "the OS random source failed";
 
 /// A fresh key for `alg` from the OS random source: a 32, 48 or 64-byte secret for HS256,
 /// HS384 or HS512; a 2048-bit RSA key for RS* and PS*; a P-256 key for ES256, a P-384 key for
@@ -57,27 +17,21 @@ pub fn generate(alg: Alg) -> KeyMaterial {
     let key = match Kind::of(alg) {
         None => {
             let mut bytes = vec![0u8; alg.min_secret_bytes()];
-            getrandom::getrandom(&mut bytes).expect("the OS random source failed");
+            getrandom::fill(&mut bytes).expect(RNG_FAILED);
             return KeyMaterial {
                 bytes,
                 can_sign: true,
             };
         }
+        // not Generate: its default size is 3072 bits
         Some(Kind::Rsa) => Key::RsaPrivate(Box::new(
-            RsaSecret::new(&mut OsRng, RSA_GENERATED_BITS).expect("RSA key generation failed"),
+            RsaSecret::new(&mut SysRng, RSA_GENERATED_BITS).expect("RSA key generation failed"),
         )),
-        // A random scalar is out of range with probability below 2^-32; draw again then.
-        Some(Kind::P256) => loop {
-            if let Ok(k) = p256::SecretKey::from_slice(&random::<32>()[..]) {
-                break Key::from(k);
-            }
-        },
-        Some(Kind::P384) => loop {
-            if let Ok(k) = p384::SecretKey::from_slice(&random::<48>()[..]) {
-                break Key::from(k);
-            }
-        },
-        Some(Kind::Ed25519) => Key::EdPrivate(Box::new(EdSecret::from_bytes(&random::<32>()))),
+        Some(Kind::P256) => Key::from(p256::SecretKey::try_generate().expect(RNG_FAILED)),
+        Some(Kind::P384) => Key::from(p384::SecretKey::try_generate().expect(RNG_FAILED)),
+        Some(Kind::Ed25519) => {
+            Key::EdPrivate(Box::new(EdSecret::try_generate().expect(RNG_FAILED)))
+        }
     };
     key.to_material().expect("a generated key can be encoded")
 }

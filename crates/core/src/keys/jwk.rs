@@ -1,6 +1,15 @@
 //! JWKs: keys in, public JWKs out, and JWKS import.
 
+use base64::alphabet::URL_SAFE;
+use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
+
 use super::*;
+
+/// base64url with or without its `=` padding: RFC 7517 says without, and some tools add it.
+const URL_SAFE_ANY_PAD: GeneralPurpose = GeneralPurpose::new(
+    &URL_SAFE,
+    GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent),
+);
 
 // JWK members -----------------------------------------------------------------------------------
 
@@ -19,8 +28,8 @@ pub(super) fn b64_member(
 ) -> Result<Option<Zeroizing<Vec<u8>>>, String> {
     match o.get(name) {
         None => Ok(None),
-        Some(Value::String(s)) => URL_SAFE_NO_PAD
-            .decode(s.trim_end_matches('='))
+        Some(Value::String(s)) => URL_SAFE_ANY_PAD
+            .decode(s)
             .map(|v| Some(Zeroizing::new(v)))
             .map_err(|_| format!("the JWK's \"{name}\" member is not base64url")),
         Some(_) => Err(format!("the JWK's \"{name}\" member is not a string")),
@@ -69,8 +78,8 @@ pub(super) fn oct_secret(o: &Map<String, Value>) -> Result<Vec<u8>, String> {
         .get("k")
         .and_then(Value::as_str)
         .ok_or("the oct JWK has no \"k\" member")?;
-    URL_SAFE_NO_PAD
-        .decode(k.trim_end_matches('='))
+    URL_SAFE_ANY_PAD
+        .decode(k)
         .map_err(|_| "the oct JWK's \"k\" is not base64url".into())
 }
 

@@ -22,6 +22,7 @@ use rsa::pkcs8::{
 };
 use rsa::{BoxedUint, PrivateKey as RsaSecret, PublicKey as RsaPublic};
 use serde_json::{Map, Value};
+use subtle::ConstantTimeEq;
 use zeroize::{Zeroize, Zeroizing};
 
 use crate::alg::Alg;
@@ -98,13 +99,7 @@ impl Eq for KeyMaterial {}
 /// Whether two materials hold the same key in the same role (canonical bytes and `can_sign`
 /// equal), so re-importing a key is recognised. The bytes are compared in constant time.
 pub fn same_material(a: &KeyMaterial, b: &KeyMaterial) -> bool {
-    a.can_sign == b.can_sign
-        && a.bytes.len() == b.bytes.len()
-        && a.bytes
-            .iter()
-            .zip(&b.bytes)
-            .fold(0u8, |acc, (x, y)| acc | (x ^ y))
-            == 0
+    a.can_sign == b.can_sign && bool::from(a.bytes.ct_eq(&b.bytes))
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -105,13 +105,9 @@ pub(super) fn decoded_forms(text: &str) -> Vec<Zeroizing<Vec<u8>>> {
         return out;
     }
     if compact.len() % 2 == 0 && compact.iter().all(u8::is_ascii_hexdigit) {
-        let hex = |c: u8| (c as char).to_digit(16).map(|d| d as u8).unwrap_or(0);
-        out.push(Zeroizing::new(
-            compact
-                .chunks(2)
-                .map(|p| hex(p[0]) << 4 | hex(p[1]))
-                .collect(),
-        ));
+        if let Ok(bytes) = base16ct::mixed::decode_vec(&compact[..]) {
+            out.push(Zeroizing::new(bytes));
+        }
     }
     let end = compact
         .iter()

@@ -988,12 +988,12 @@ fn public_key_material_is_never_an_hmac_secret() {
     // the contract's JWK form still works, and so do secrets that merely look encoded
     let k = URL_SAFE_NO_PAD.encode([5u8; 32]);
     assert!(parse_key_material(Alg::HS256, &json!({"kty": "oct", "k": k}).to_string()).is_ok());
-    let random = crate::aead::random_bytes(64);
+    let random = noise(64);
     let secrets = [
         hex(&random),
         STANDARD.encode(&random),
         URL_SAFE_NO_PAD.encode(&random),
-        wrap(&STANDARD.encode(crate::aead::random_bytes(200))),
+        wrap(&STANDARD.encode(noise(200))),
         "correct horse battery staple, and more words to be long enough for HS512".to_owned(),
         format!("my-ssh-rsa-password-{}", hex(&random)),
         format!("----- dashes, not armour ----- {}", hex(&random)),
@@ -1063,4 +1063,11 @@ fn rsa_public_exponent_limit() {
     assert!(err(Alg::RS256, &private.to_string()).contains("exponent is larger"));
     private["e"] = URL_SAFE_NO_PAD.encode([0, 0, 1, 0, 0, 0, 1]).into();
     assert!(err(Alg::RS256, &private.to_string()).contains("exponent is larger"));
+}
+
+/// `n` random bytes.
+fn noise(n: usize) -> Vec<u8> {
+    let mut v = vec![0u8; n];
+    getrandom::fill(&mut v).unwrap();
+    v
 }
