@@ -5,10 +5,10 @@
 use pgrx::prelude::*;
 
 mod api;
+mod cache;
 mod engine;
 mod error;
 mod gucs;
-mod keyring;
 mod logging;
 mod replication;
 mod shmem;
