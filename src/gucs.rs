@@ -321,7 +321,11 @@ unsafe fn check_keys(
         std::ptr::copy_nonoverlapping(keys.as_ptr().cast::<u8>(), dst, keys.len() * 32);
         *blank = 0;
         if !(*newval).is_null() {
-            libc::explicit_bzero((*newval).cast(), libc::strlen(*newval));
+            // zeroize's volatile writes, not explicit_bzero: Apple's libc has none
+            zeroize::Zeroize::zeroize(std::slice::from_raw_parts_mut(
+                (*newval).cast::<u8>(),
+                libc::strlen(*newval),
+            ));
             guc_release((*newval).cast());
         }
         *newval = blank;
