@@ -152,12 +152,20 @@ pub fn verify_signature(token: &Parsed, key: &LoadedKey) -> bool {
     .unwrap_or(false)
 }
 
-/// Make a compact JWS of `payload` with header `{"typ":"JWT","alg","kid"}`.
+/// Make a compact JWS of `payload` with header `{"alg","kid","typ":"JWT"}`, members in that
+/// order. Not `jsonwebtoken::encode`: its header puts `typ` first, and the tokens `jwt_issue`
+/// makes are pinned byte for byte (tests/pg_regress/expected/03_tokens.out).
 pub fn sign(key: &LoadedKey, kid: &str, payload: &Map<String, Value>) -> Result<String, String> {
     let enc = key.encoding.as_ref().ok_or("this key cannot sign")?;
-    let mut header = jsonwebtoken::Header::new(key.alg.to_jsonwebtoken());
-    header.kid = Some(kid.to_owned());
-    jsonwebtoken::encode(&header, payload, enc).map_err(|e| format!("signing failed: {e}"))
+    let header = serde_json::json!({"alg": key.alg.as_str(), "typ": "JWT", "kid": kid});
+    let mut out = URL_SAFE_NO_PAD.encode(serde_json::to_vec(&header).expect("serialisable"));
+    out.push('.');
+    out.push_str(&URL_SAFE_NO_PAD.encode(serde_json::to_vec(payload).expect("serialisable")));
+    let sig = jsonwebtoken::crypto::sign(out.as_bytes(), enc, key.alg.to_jsonwebtoken())
+        .map_err(|e| format!("signing failed: {e}"))?;
+    out.push('.');
+    out.push_str(&sig);
+    Ok(out)
 }
 
 #[cfg(test)]
@@ -195,6 +203,10 @@ mod tests {
         )
         .unwrap();
         let p = parse(&t, 16384).unwrap();
+        let header = URL_SAFE_NO_PAD
+            .decode(t.split('.').next().unwrap())
+            .unwrap();
+        assert_eq!(header, br#"{"alg":"HS256","kid":"k1","typ":"JWT"}"#);
         assert_eq!(p.header.alg, "HS256");
         assert_eq!(p.header.kid.as_deref(), Some("k1"));
         assert_eq!(p.claims.sub.as_deref(), Some("alice"));
