@@ -272,7 +272,7 @@ class Bench:
             f"aes-gcm seal {aes['cpu_s'] / aes['n'] * 1e6:.3f} us (CPU)")
 
     def floor_verify(self, alg):
-        """One pass of jsonwebtoken::decode over the tokens of alg (bench/floor), in seconds."""
+        """One pass of token_store_core's parse+verify+claims over the tokens of alg (bench/floor), in seconds."""
         n = self.args.n if alg == "HS256" else self.args.n_asym
         out = subprocess.run([self.args.floor_bin, str(self.cache), "verify", alg, str(n)],
                              check=True, capture_output=True, text=True)
@@ -624,7 +624,7 @@ class Bench:
         fl = {}
 
         def crate(alg):
-            # jsonwebtoken::decode, timed right next to the SQL runs it is compared to
+            # token_store_core's parse+verify+claims, timed right next to the SQL runs it is compared to
             return per(f"floor.crate_decode.{alg}")
 
         per = lambda k: m[k]["cpu_s"] / m[k]["n"]  # noqa: E731  CPU seconds per operation
@@ -654,7 +654,7 @@ class Bench:
                detail="floor = bare INSERT + crate decode+verify + SHA-256 + AES-GCM")
         for alg in ASYM:
             target(f"{alg} verify / crate standalone", per(f"ts.valid.{alg}") / crate(alg), 1.3,
-                   detail=f"{self.args.n_asym} tokens; crate = jsonwebtoken::decode")
+                   detail=f"{self.args.n_asym} tokens; crate = token_store_core parse+verify+claims")
         pg = m["pgbench"]
         for c in (1, 2):
             target(f"pgbench jwt_valid / SELECT 1 TPS, {c} client{'s' if c > 1 else ''}",

@@ -3,7 +3,7 @@
 use pgrx::pg_sys::panic::ErrorReport;
 use pgrx::{PgLogLevel, PgSqlErrorCode};
 
-use crate::jwt::Reason;
+use token_store_core::alg::Reason;
 
 /// Everything a SQL function can refuse with.
 #[derive(Debug)]

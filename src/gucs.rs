@@ -5,7 +5,7 @@ use std::ffi::{CStr, CString};
 use pgrx::guc::{GucContext, GucFlags, GucRegistry, GucSetting};
 use pgrx::pg_sys;
 
-use crate::crypto::EncryptionKey;
+use token_store_core::aead::EncryptionKey;
 
 /// 32-byte AES-256-GCM key (base64 or hex) that encrypts payloads and key material.
 pub static ENCRYPTION_KEY: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
@@ -321,7 +321,11 @@ unsafe fn check_keys(
         std::ptr::copy_nonoverlapping(keys.as_ptr().cast::<u8>(), dst, keys.len() * 32);
         *blank = 0;
         if !(*newval).is_null() {
-            libc::explicit_bzero((*newval).cast(), libc::strlen(*newval));
+            // zeroize's volatile writes, not explicit_bzero: Apple's libc has none
+            zeroize::Zeroize::zeroize(std::slice::from_raw_parts_mut(
+                (*newval).cast::<u8>(),
+                libc::strlen(*newval),
+            ));
             guc_release((*newval).cast());
         }
         *newval = blank;

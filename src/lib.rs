@@ -5,13 +5,10 @@
 use pgrx::prelude::*;
 
 mod api;
-pub mod crypto;
+mod cache;
 mod engine;
 mod error;
 mod gucs;
-pub mod jwt;
-mod keyring;
-pub mod keys;
 mod logging;
 mod replication;
 mod shmem;

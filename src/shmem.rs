@@ -6,7 +6,7 @@ use pgrx::atomics::PgAtomic;
 use pgrx::prelude::*;
 use pgrx::{pg_shmem_init, PGRXSharedMemory};
 
-use crate::jwt::Reason;
+use token_store_core::alg::Reason;
 
 /// Room for this many purge workers' pids.
 pub const MAX_WORKERS: usize = 32;

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::rc::Rc;
 
 use pgrx::datum::{DatumWithOid, Uuid};
-use pgrx::pg_sys::{self, PgBuiltInOids as T, PgOid};
+use pgrx::pg_sys::{PgBuiltInOids as T, PgOid};
 use pgrx::spi::{OwnedPreparedStatement, SpiClient, SpiHeapTupleData, SpiTupleTable};
 use pgrx::{JsonB, Spi};
 
@@ -59,28 +59,17 @@ fn read<R>(
     })
 }
 
-/// Run a writing statement; 25006 on a hot standby, before anything is attempted.
+/// Run a writing statement. The engine has refused it already on a hot standby (25006).
 fn write<R>(
-    what: &'static str,
     sql: &'static str,
     types: &[T],
     args: &[DatumWithOid],
     f: impl FnOnce(SpiTupleTable<'_>) -> TsResult<R>,
 ) -> TsResult<R> {
-    ensure_primary(what)?;
     Spi::connect_mut(|client| {
         let p = plan(client, sql, types, true)?;
         f(client.update(&*p, None, args)?)
     })
-}
-
-/// 25006 when this server is a hot standby.
-pub fn ensure_primary(what: &'static str) -> TsResult<()> {
-    // SAFETY: RecoveryInProgress only reads shared state and is callable from any backend.
-    if unsafe { pg_sys::RecoveryInProgress() } {
-        return Err(TsError::ReadOnly(what));
-    }
-    Ok(())
 }
 
 fn uuid(bytes: [u8; 16]) -> Uuid {
@@ -165,7 +154,6 @@ pub fn insert_key(k: &NewKey) -> TsResult<bool> {
                          (kid, alg, state, can_sign, material, key_fingerprint, public_jwk) \
                        VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (kid) DO NOTHING";
     write(
-        "create_key",
         SQL,
         &[
             T::TEXTOID,
@@ -209,7 +197,6 @@ pub fn set_key_state(kid: &str, state: &str) -> TsResult<bool> {
     const SQL: &str = "UPDATE token_store.signing_keys \
                        SET state = $2, version = version + 1, updated_at = now() WHERE kid = $1";
     write(
-        "set_key_state",
         SQL,
         &[T::TEXTOID, T::TEXTOID],
         &[kid.into(), state.into()],
@@ -302,14 +289,13 @@ pub struct NewToken<'a> {
 }
 
 /// Insert a token row. `None` when a row with the same hash already exists.
-pub fn insert_token(what: &'static str, t: &NewToken) -> TsResult<Option<[u8; 16]>> {
+pub fn insert_token(t: &NewToken) -> TsResult<Option<[u8; 16]>> {
     const SQL: &str = "INSERT INTO token_store.tokens (id, token_hash, jti, subject, issuer, kid, \
              issued_at, not_before, expires_at, revoked_at, revoke_reason, payload, key_fingerprint) \
          VALUES ($1, $2, $3, $4, $5, $6, to_timestamp($7), to_timestamp($8), to_timestamp($9), \
              CASE WHEN $10 THEN now() END, $11, $12, $13) \
          ON CONFLICT (token_hash) DO NOTHING RETURNING id";
     write(
-        what,
         SQL,
         &[
             T::UUIDOID,
@@ -358,7 +344,6 @@ pub fn revoke_by_hash(hash: &[u8; 32], reason: Option<&str>) -> TsResult<Option<
                     WHERE id = (SELECT id FROM t WHERE revoked_at IS NULL) RETURNING 1) \
          SELECT (SELECT count(*) FROM t), (SELECT count(*) FROM u)";
     write(
-        "jwt_revoke",
         SQL,
         &[T::BYTEAOID, T::TEXTOID],
         &[hash.as_slice().into(), reason.into()],
@@ -378,7 +363,6 @@ pub fn revoke_by_id(id: [u8; 16], reason: Option<&str>) -> TsResult<bool> {
     const SQL: &str = "UPDATE token_store.tokens SET revoked_at = now(), revoke_reason = $2 \
                        WHERE id = $1 AND revoked_at IS NULL";
     write(
-        "jwt_revoke_id",
         SQL,
         &[T::UUIDOID, T::TEXTOID],
         &[uuid(id).into(), reason.into()],
@@ -396,7 +380,6 @@ pub fn revoke_subject(subject: &str, reason: Option<&str>) -> TsResult<i64> {
                         reason = excluded.reason RETURNING 1) \
          SELECT (SELECT count(*) FROM r), (SELECT count(*) FROM s)";
     write(
-        "jwt_revoke_subject",
         SQL,
         &[T::TEXTOID, T::TEXTOID],
         &[subject.into(), reason.into()],
@@ -450,7 +433,6 @@ pub fn purge_batch(
          SELECT pg_catalog.count(*), \
                 pg_catalog.date_part('epoch', pg_catalog.max(expires_at))::pg_catalog.float8 FROM gone";
     write(
-        "purge",
         SQL,
         &[T::INT8OID, T::FLOAT8OID, T::FLOAT8OID, T::FLOAT8OID],
         &[
@@ -481,9 +463,12 @@ pub fn purge_subject_revocations(ttl_s: f64) -> TsResult<u64> {
                   WHERE revoked_before OPERATOR(pg_catalog.<) \
                           (pg_catalog.now() OPERATOR(pg_catalog.-) pg_catalog.make_interval(secs => $1)) \
                   FOR UPDATE SKIP LOCKED))";
-    write("purge", SQL, &[T::FLOAT8OID], &[ttl_s.into()], |t| {
-        Ok(t.len() as u64)
-    })
+    write(
+        SQL,
+        &[T::FLOAT8OID],
+        &[ttl_s.into()],
+        |t| Ok(t.len() as u64),
+    )
 }
 
 /// Whether the current role may run the purge statements: USAGE on the schema, SELECT and DELETE
@@ -518,7 +503,6 @@ pub fn stale_tokens(
                        WHERE key_fingerprint <> $1 AND ($2::uuid IS NULL OR id > $2) \
                        ORDER BY id LIMIT $3 FOR UPDATE SKIP LOCKED";
     write(
-        "reencrypt",
         SQL,
         &[T::TEXTOID, T::UUIDOID, T::INT8OID],
         &[current_fp.into(), after.map(uuid).into(), limit.into()],
@@ -545,7 +529,6 @@ pub fn reseal_token(id: [u8; 16], payload: &[u8], fp: &str) -> TsResult<()> {
     const SQL: &str =
         "UPDATE token_store.tokens SET payload = $2, key_fingerprint = $3 WHERE id = $1";
     write(
-        "reencrypt",
         SQL,
         &[T::UUIDOID, T::BYTEAOID, T::TEXTOID],
         &[uuid(id).into(), payload.into(), fp.into()],
@@ -556,13 +539,7 @@ pub fn reseal_token(id: [u8; 16], payload: &[u8], fp: &str) -> TsResult<()> {
 /// Keys sealed under a key other than `current_fp`, locked for update.
 pub fn stale_keys(current_fp: &str) -> TsResult<Vec<KeyRow>> {
     const SQL: &str = key_select!("WHERE key_fingerprint <> $1 FOR UPDATE");
-    write(
-        "reencrypt",
-        SQL,
-        &[T::TEXTOID],
-        &[current_fp.into()],
-        key_rows,
-    )
+    write(SQL, &[T::TEXTOID], &[current_fp.into()], key_rows)
 }
 
 /// Replace a key's sealed material (the key itself is unchanged, so its version stays).
@@ -570,7 +547,6 @@ pub fn reseal_key(kid: &str, material: &[u8], fp: &str) -> TsResult<()> {
     const SQL: &str =
         "UPDATE token_store.signing_keys SET material = $2, key_fingerprint = $3 WHERE kid = $1";
     write(
-        "reencrypt",
         SQL,
         &[T::TEXTOID, T::BYTEAOID, T::TEXTOID],
         &[kid.into(), material.into(), fp.into()],

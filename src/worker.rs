@@ -520,31 +520,14 @@ fn say_not_ready(why: NotReady, db: &str) {
         .report(PgLogLevel::LOG);
 }
 
-/// One round, as `role`: batches in their own transactions until one comes back short. Returns
+/// One round, as `role`: the purge loop of `purge()`, each step in its own transaction. Returns
 /// rows deleted.
 fn purge_round(role: pg_sys::Oid) -> u64 {
-    let batch = i64::from(gucs::PURGE_BATCH_SIZE.get().max(1));
-    let (grace, revoked_grace) = gucs::purge_graces();
-    let mut total = 0u64;
-    let mut from = None;
-    loop {
-        let (n, last) = BackgroundWorker::transaction(|| {
-            as_role(role, || {
-                storage::purge_batch(batch, grace, revoked_grace, from)
-            })
-        })
-        .unwrap_or_else(|e| e.raise());
-        total += n;
-        if (n as i64) < batch || shutdown_requested() {
-            break;
-        }
-        from = last.map(storage::resume_point);
-    }
-    if let Some(ttl) = gucs::subject_revocation_ttl() {
-        BackgroundWorker::transaction(|| as_role(role, || storage::purge_subject_revocations(ttl)))
-            .unwrap_or_else(|e| e.raise());
-    }
-    total
+    engine::admin::purge_rounds(None, shutdown_requested, |step| {
+        // an error aborts the transaction and is raised below; nothing outlives it
+        BackgroundWorker::transaction(std::panic::AssertUnwindSafe(|| as_role(role, step)))
+    })
+    .unwrap_or_else(|e| e.raise())
 }
 
 /// Exit callback of a purge worker: give its slot back.
@@ -619,11 +602,7 @@ pub extern "C-unwind" fn token_store_purge_main(arg: pg_sys::Datum) {
         );
         let rows = purge_round(role);
         let took = now.elapsed();
-        shmem::counters().record_purge(
-            rows,
-            (engine::now_secs() * 1e6) as i64,
-            took.as_micros() as u64,
-        );
+        engine::admin::record_purge(rows, now);
         if rows > 0 {
             log!(
                 "token_store purge: deleted {rows} expired rows in database \"{db}\" in {:.1} ms",

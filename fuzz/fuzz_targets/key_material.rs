@@ -2,11 +2,13 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use token_store::jwt::Alg;
-use token_store::keys;
+use token_store_core::alg::Alg;
+use token_store_core::keys;
 
 fuzz_target!(|data: &[u8]| {
-    let Ok(text) = std::str::from_utf8(data) else { return };
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
     for alg in Alg::ALL {
         if let Ok(m) = keys::parse_key_material(alg, text) {
             let _ = keys::load_key(alg, &m);

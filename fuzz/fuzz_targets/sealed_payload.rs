@@ -2,7 +2,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use token_store::crypto::EncryptionKey;
+use token_store_core::aead::EncryptionKey;
 
 fuzz_target!(|data: &[u8]| {
     let key = EncryptionKey::from_bytes([42u8; 32]);

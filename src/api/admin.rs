@@ -7,20 +7,19 @@ use pgrx::JsonB;
 use crate::engine;
 use crate::error::OrRaise;
 use crate::logging::guarded;
-use crate::{shmem, storage};
 
 /// The decrypted claims of the stored token with this row id (NULL when there is none).
 #[pg_extern(security_definer, stable)]
 #[search_path(pg_catalog, pg_temp)]
 fn jwt_payload(id: Uuid) -> Option<JsonB> {
-    guarded(|| engine::payload(super::uuid_bytes(id)).or_raise()).map(JsonB)
+    guarded(|| engine::admin::payload(super::uuid_bytes(id)).or_raise()).map(JsonB)
 }
 
 /// Delete expired rows now (at most `max_rows` when given); returns how many.
 #[pg_extern(security_definer, volatile)]
 #[search_path(pg_catalog, pg_temp)]
 fn purge(max_rows: default!(Option<i64>, "NULL")) -> i64 {
-    guarded(|| engine::purge(max_rows).or_raise())
+    guarded(|| engine::admin::purge(max_rows).or_raise())
 }
 
 /// Token counts, rows per encryption key, purge figures, worker pids and verification outcomes.
@@ -44,28 +43,20 @@ fn stats() -> TableIterator<
         name!(reencrypt_undecryptable, i64),
     ),
 > {
-    let (active, revoked, expired, per_key) = storage::table_counts().or_raise();
-    let c = shmem::counters();
-    let (purged_total, last_at, last_rows, last_us) = c.purge_figures();
-    let last_at = last_at.map(|us| pgrx::datum::to_timestamp(us as f64 / 1e6));
-    let outcomes: serde_json::Map<_, _> = c
-        .outcomes()
-        .into_iter()
-        .map(|(k, v)| (k.to_owned(), serde_json::Value::from(v)))
-        .collect();
+    let s = engine::admin::stats().or_raise();
     TableIterator::once((
-        active,
-        revoked,
-        expired,
-        per_key,
-        purged_total as i64,
-        last_at,
-        last_rows as i64,
-        last_us as f64 / 1000.0,
-        c.worker_pids(),
-        JsonB(serde_json::Value::Object(outcomes)),
-        shmem::shared(),
-        c.reencrypt_undecryptable() as i64,
+        s.active,
+        s.revoked,
+        s.expired,
+        s.rows_per_key,
+        s.purged_total,
+        s.last_purge_at,
+        s.last_purge_rows,
+        s.last_purge_ms,
+        s.worker_pids,
+        s.verifications,
+        s.counters_shared,
+        s.reencrypt_undecryptable,
     ))
 }
 
@@ -74,5 +65,5 @@ fn stats() -> TableIterator<
 #[pg_extern(security_definer, volatile)]
 #[search_path(pg_catalog, pg_temp)]
 fn reencrypt(batch_size: default!(i32, 10000)) -> i64 {
-    guarded(|| engine::reencrypt(batch_size).or_raise())
+    guarded(|| engine::admin::reencrypt(batch_size).or_raise())
 }

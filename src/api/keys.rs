@@ -12,33 +12,33 @@ use crate::logging::guarded;
 #[pg_extern(security_definer, volatile)]
 #[search_path(pg_catalog, pg_temp)]
 fn create_key(kid: &str, alg: &str, key: &str) -> String {
-    guarded(|| engine::create_key(kid, alg, key).or_raise())
+    guarded(|| engine::keys::create_key(kid, alg, key).or_raise())
 }
 
 /// Set a key's state: `active` (signs and verifies), `verify_only`, or `retired` (neither).
 #[pg_extern(security_definer, volatile)]
 #[search_path(pg_catalog, pg_temp)]
 fn set_key_state(kid: &str, state: &str) {
-    guarded(|| engine::set_key_state(kid, state).or_raise())
+    guarded(|| engine::keys::set_key_state(kid, state).or_raise())
 }
 
 /// Make a fresh secret or key pair inside the database; returns the public JWK only.
 #[pg_extern(security_definer, volatile)]
 #[search_path(pg_catalog, pg_temp)]
 fn generate_key(kid: &str, alg: &str) -> JsonB {
-    JsonB(guarded(|| engine::generate_key(kid, alg).or_raise()))
+    JsonB(guarded(|| engine::keys::generate_key(kid, alg).or_raise()))
 }
 
 /// Add the public keys of a JWKS as verify-only keys; returns how many were added.
 #[pg_extern(security_definer, volatile)]
 #[search_path(pg_catalog, pg_temp)]
 fn import_jwks(jwks: JsonbText) -> i32 {
-    guarded(|| engine::import_jwks(&jwks.0).or_raise())
+    guarded(|| engine::keys::import_jwks(&jwks.0).or_raise())
 }
 
 /// The public JWKS (RFC 7517) of every non-retired asymmetric key, for `/.well-known/jwks.json`.
 #[pg_extern(security_definer, stable)]
 #[search_path(pg_catalog, pg_temp)]
 fn jwks() -> JsonB {
-    JsonB(guarded(|| engine::jwks().or_raise()))
+    JsonB(guarded(|| engine::keys::jwks().or_raise()))
 }

@@ -6,7 +6,7 @@ use pgrx::JsonB;
 use serde_json::{json, Value};
 
 use super::JsonbText;
-use crate::engine::{self, Mode};
+use crate::engine::tokens::{self, Mode};
 use crate::error::{OrRaise, TsError};
 use crate::logging::guarded;
 
@@ -20,14 +20,14 @@ fn jwt_issue(
 ) -> Option<String> {
     let (claims, ttl) = (claims?, ttl?);
     let ttl = (ttl.months(), ttl.days(), ttl.micros());
-    Some(guarded(|| engine::issue(&claims.0, ttl, kid).or_raise()))
+    Some(guarded(|| tokens::issue(&claims.0, ttl, kid).or_raise()))
 }
 
 /// Verify the signature and claims of a token made elsewhere, then store it; returns its row id.
 #[pg_extern(security_definer, volatile)]
 #[search_path(pg_catalog, pg_temp)]
 fn jwt_store(token: &str) -> Uuid {
-    Uuid::from_bytes(guarded(|| engine::store(token).or_raise()))
+    Uuid::from_bytes(guarded(|| tokens::store(token).or_raise()))
 }
 
 /// The verified claims of `token`, or an ERROR saying why it is refused.
@@ -40,7 +40,7 @@ fn jwt_verify(
 ) -> Option<JsonB> {
     let token = token?;
     guarded(|| {
-        let v = engine::verify(token, audience, issuer, Mode::Verify).or_raise();
+        let v = tokens::verify(token, audience, issuer, Mode::Verify).or_raise();
         Some(JsonB(Value::Object(v.parsed.payload)))
     })
 }
@@ -50,7 +50,7 @@ fn jwt_verify(
 #[search_path(pg_catalog, pg_temp)]
 fn jwt_valid(token: Option<&str>) -> bool {
     let Some(token) = token else { return false };
-    guarded(|| match engine::verify(token, None, None, Mode::Verify) {
+    guarded(|| match tokens::verify(token, None, None, Mode::Verify) {
         Ok(_) => true,
         Err(TsError::InvalidToken(_) | TsError::Rejected(_)) => false,
         Err(e) => e.raise(),
@@ -62,7 +62,7 @@ fn jwt_valid(token: Option<&str>) -> bool {
 #[search_path(pg_catalog, pg_temp)]
 fn jwt_introspect(token: &str) -> JsonB {
     guarded(|| {
-        JsonB(match engine::verify(token, None, None, Mode::Verify) {
+        JsonB(match tokens::verify(token, None, None, Mode::Verify) {
             Ok(v) => {
                 let mut out = serde_json::Map::new();
                 out.insert("active".into(), Value::Bool(true));
@@ -83,7 +83,7 @@ fn jwt_introspect(token: &str) -> JsonB {
 #[search_path(pg_catalog, pg_temp)]
 fn jwt_revoke(token: Option<&str>, reason: default!(Option<&str>, "NULL")) -> Option<bool> {
     let token = token?;
-    Some(guarded(|| engine::revoke(token, reason).or_raise()))
+    Some(guarded(|| tokens::revoke(token, reason).or_raise()))
 }
 
 /// Revoke the stored token with this row id; true if this call revoked it.
@@ -91,7 +91,7 @@ fn jwt_revoke(token: Option<&str>, reason: default!(Option<&str>, "NULL")) -> Op
 #[search_path(pg_catalog, pg_temp)]
 fn jwt_revoke_id(id: Option<Uuid>, reason: default!(Option<&str>, "NULL")) -> Option<bool> {
     let id = super::uuid_bytes(id?);
-    Some(guarded(|| engine::revoke_id(id, reason).or_raise()))
+    Some(guarded(|| tokens::revoke_id(id, reason).or_raise()))
 }
 
 /// Revoke every stored token of `subject`, and refuse any of its tokens issued up to now.
@@ -103,6 +103,6 @@ fn jwt_revoke_subject(
 ) -> Option<i64> {
     let subject = subject?;
     Some(guarded(|| {
-        engine::revoke_subject(subject, reason).or_raise()
+        tokens::revoke_subject(subject, reason).or_raise()
     }))
 }

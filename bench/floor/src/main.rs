@@ -1,5 +1,5 @@
-//! The floor: what the crate calls that token_store makes cost in a plain Rust loop, with no
-//! PostgreSQL around them. Reads the benchmark's tokens and keys from a directory written by
+//! The floor: what token_store's pure core (crates/core: parse, signature check, claim policy,
+//! signing, hashing, sealing) costs in a plain Rust loop, with no PostgreSQL around it. Reads the benchmark's tokens and keys from a directory written by
 //! `bench/run.py`, prints one JSON object of timings (seconds, median of `reps` runs).
 //!
 //! usage: token_store_floor DIR N_SIGN_HMAC N_SIGN_ASYM [REPS]   (everything, one JSON object)
@@ -12,13 +12,12 @@ use std::collections::BTreeMap;
 use std::hint::black_box;
 use std::time::Instant;
 
-use aes_gcm::aead::{Aead, KeyInit, Payload};
-use aes_gcm::{Aes256Gcm, Nonce};
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use base64::Engine;
-use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde_json::{json, Map, Value};
-use sha2::{Digest, Sha256};
+use token_store_core::aead::{sha256, EncryptionKey};
+use token_store_core::alg::Alg;
+use token_store_core::claims::{check_claims, Policy};
+use token_store_core::jws::{self, Parsed};
+use token_store_core::keys::{load_key, parse_key_material, KeyMaterial, LoadedKey};
 
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(|a, b| a.partial_cmp(b).unwrap());
@@ -61,57 +60,76 @@ fn read(path: &str) -> Vec<u8> {
     std::fs::read(path).unwrap_or_else(|e| panic!("{path}: {e}"))
 }
 
-fn algorithm(name: &str) -> Algorithm {
-    match name {
-        "HS256" => Algorithm::HS256,
-        "RS256" => Algorithm::RS256,
-        "ES256" => Algorithm::ES256,
-        "EdDSA" => Algorithm::EdDSA,
-        _ => panic!("unknown alg {name}"),
+fn text(path: &str) -> String {
+    String::from_utf8(read(path)).unwrap_or_else(|e| panic!("{path}: {e}"))
+}
+
+fn algorithm(name: &str) -> Alg {
+    Alg::parse(name).unwrap_or_else(|| panic!("unknown alg {name}"))
+}
+
+/// The key as jwt_valid and jwt_issue use it: `<alg>.pub.pem` to verify, `<alg>.key.pem` to
+/// sign; the HMAC secret's raw bytes for both.
+fn key(dir: &str, alg: Alg, signing: bool) -> LoadedKey {
+    let lower = alg.as_str().to_lowercase();
+    let material = if alg.is_hmac() {
+        KeyMaterial {
+            bytes: read(&format!("{dir}/{lower}.secret")),
+            can_sign: true,
+        }
+    } else {
+        let file = format!("{dir}/{lower}.{}.pem", if signing { "key" } else { "pub" });
+        parse_key_material(alg, &text(&file)).unwrap_or_else(|e| panic!("{file}: {e}"))
+    };
+    load_key(alg, &material).unwrap()
+}
+
+fn now() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64()
+}
+
+/// What jwt_valid does without SQL: parse, alg, signature, then exp (required), nbf and iat with a
+/// 30 s leeway.
+fn decode_verify(t: &str, alg: Alg, key: &LoadedKey, policy: &Policy) {
+    let parsed = jws::parse(t, usize::MAX).expect("parses");
+    assert_eq!(Alg::parse(&parsed.header.alg), Some(alg));
+    assert!(
+        jws::verify_signature(&parsed, key),
+        "every benchmark token verifies"
+    );
+    check_claims(&parsed.claims, policy).expect("every benchmark token is valid");
+    black_box(jws::token_hash(&parsed));
+}
+
+fn policy() -> Policy<'static> {
+    Policy {
+        now: now(),
+        leeway: 30.0,
+        audience: None,
+        issuer: None,
     }
 }
 
-fn decoding_key(dir: &str, alg: Algorithm) -> DecodingKey {
-    let lower = format!("{alg:?}").to_lowercase();
-    match alg {
-        Algorithm::HS256 => {
-            DecodingKey::from_secret(&read(&format!("{dir}/hs256.secret"))).unwrap()
-        }
-        Algorithm::RS256 => {
-            DecodingKey::from_rsa_pem(&read(&format!("{dir}/{lower}.pub.pem"))).unwrap()
-        }
-        Algorithm::ES256 => {
-            DecodingKey::from_ec_pem(&read(&format!("{dir}/{lower}.pub.pem"))).unwrap()
-        }
-        _ => DecodingKey::from_ed_pem(&read(&format!("{dir}/{lower}.pub.pem"))).unwrap(),
-    }
+fn tokens(dir: &str, name: &str) -> Vec<String> {
+    text(&format!("{dir}/tokens_{}.txt", name.to_lowercase()))
+        .lines()
+        .map(str::to_owned)
+        .collect()
 }
 
-/// What token_store checks: alg, signature, exp (required) and nbf with a 30 s leeway.
-fn validation(alg: Algorithm) -> Validation {
-    let mut validation = Validation::new(alg);
-    validation.leeway = 30;
-    validation.validate_nbf = true;
-    validation.validate_aud = false;
-    validation
-}
-
-/// `DIR verify ALG N`: one timed pass of jsonwebtoken::decode over the first N tokens of ALG,
-/// so the suite can interleave it with the SQL runs it is compared to.
+/// `DIR verify ALG N`: one timed pass of decode+verify over the first N tokens of ALG, so the
+/// suite can interleave it with the SQL runs it is compared to.
 fn verify_only(dir: &str, name: &str, n: usize) {
     let alg = algorithm(name);
-    let tokens: Vec<String> =
-        String::from_utf8(read(&format!("{dir}/tokens_{}.txt", name.to_lowercase())))
-            .unwrap()
-            .lines()
-            .take(n)
-            .map(str::to_owned)
-            .collect();
-    let key = decoding_key(dir, alg);
-    let v = validation(alg);
+    let tokens: Vec<String> = tokens(dir, name).into_iter().take(n).collect();
+    let key = key(dir, alg, false);
+    let p = policy();
     let s = time(1, || {
         for t in &tokens {
-            black_box(jsonwebtoken::decode::<Map<String, Value>>(t, &key, &v).expect("verifies"));
+            decode_verify(t, alg, &key, &p);
         }
     });
     println!(
@@ -137,89 +155,60 @@ fn main() {
     let n_sign_hmac: usize = args[2].parse().expect("N_SIGN_HMAC");
     let n_sign_asym: usize = args[3].parse().expect("N_SIGN_ASYM");
     let reps: usize = args.get(4).map_or(3, |r| r.parse().expect("REPS"));
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs();
+    let now = now() as u64;
+    let policy = policy();
 
     let mut out = BTreeMap::new();
     let mut hs_tokens = Vec::new();
-    for (name, alg) in [
-        ("HS256", Algorithm::HS256),
-        ("RS256", Algorithm::RS256),
-        ("ES256", Algorithm::ES256),
-        ("EdDSA", Algorithm::EdDSA),
-    ] {
-        let file = format!("{dir}/tokens_{}.txt", name.to_lowercase());
-        let tokens: Vec<String> = String::from_utf8(read(&file))
-            .unwrap()
-            .lines()
-            .map(str::to_owned)
-            .collect();
+    for name in ["HS256", "RS256", "ES256", "EdDSA"] {
+        let alg = algorithm(name);
+        let tokens = tokens(dir, name);
         let lower = name.to_lowercase();
-        let dec = decoding_key(dir, alg);
-        let enc = match alg {
-            Algorithm::HS256 => {
-                EncodingKey::from_secret(&read(&format!("{dir}/hs256.secret"))).unwrap()
-            }
-            Algorithm::RS256 => {
-                EncodingKey::from_rsa_pem(&read(&format!("{dir}/{lower}.key.pem"))).unwrap()
-            }
-            Algorithm::ES256 => {
-                EncodingKey::from_ec_pem(&read(&format!("{dir}/{lower}.key.pem"))).unwrap()
-            }
-            _ => EncodingKey::from_ed_pem(&read(&format!("{dir}/{lower}.key.pem"))).unwrap(),
-        };
-        let validation = validation(alg);
+        let dec = key(dir, alg, false);
+        let enc = key(dir, alg, true);
 
-        // jsonwebtoken::decode: split, header, signature, claims, exp/nbf validation
+        // parse, signature, claim policy and token hash: jwt_valid's work outside SQL
         let decode_s = time(reps, || {
             for t in &tokens {
-                let d = jsonwebtoken::decode::<Map<String, Value>>(t, &dec, &validation)
-                    .expect("every benchmark token verifies");
-                black_box(d);
+                decode_verify(t, alg, &dec, &policy);
             }
         });
-        // the signature check alone (jsonwebtoken::crypto::verify), as token_store calls it;
-        // on at most 2000 tokens for the slow asymmetric algorithms
-        let sig_n = if alg == Algorithm::HS256 {
+        // the signature check alone, on tokens parsed beforehand; on at most 2000 tokens for the
+        // slow asymmetric algorithms
+        let sig_n = if alg.is_hmac() {
             tokens.len()
         } else {
             tokens.len().min(2000)
         };
-        let split: Vec<(&str, &str)> = tokens[..sig_n]
+        let parsed: Vec<Parsed> = tokens[..sig_n]
             .iter()
-            .map(|t| {
-                let i = t.rfind('.').unwrap();
-                (&t[..i], &t[i + 1..])
-            })
+            .map(|t| jws::parse(t, usize::MAX).unwrap())
             .collect();
         let verify_s = time(reps, || {
-            for (msg, sig) in &split {
-                let ok = jsonwebtoken::crypto::verify(sig, msg.as_bytes(), &dec, alg).unwrap();
-                assert!(ok);
+            for p in &parsed {
+                assert!(jws::verify_signature(p, &dec));
             }
         });
         // signing (what jwt_issue does per token), over fresh claims of the same shape
-        let n_sign = if alg == Algorithm::HS256 {
+        let n_sign = if alg.is_hmac() {
             n_sign_hmac
         } else {
             n_sign_asym
         };
-        let mut header = Header::new(alg);
-        header.kid = Some(format!("bench-{lower}"));
-        let claims: Vec<Value> = (0..n_sign)
+        let kid = format!("bench-{lower}");
+        let claims: Vec<Map<String, Value>> = (0..n_sign)
             .map(|i| {
-                json!({"sub": format!("user-{i}"), "role": "reader", "scope": "read write",
+                let c = json!({"sub": format!("user-{i}"), "role": "reader", "scope": "read write",
                        "iss": "https://auth.example.com", "iat": now, "exp": now + 3600,
-                       "jti": format!("00000000-0000-4000-8000-{i:012}")})
+                       "jti": format!("00000000-0000-4000-8000-{i:012}")});
+                c.as_object().unwrap().clone()
             })
             .collect();
         // one run for the asymmetric algorithms (RSA signing takes milliseconds)
-        let sign_reps = if alg == Algorithm::HS256 { reps } else { 1 };
+        let sign_reps = if alg.is_hmac() { reps } else { 1 };
         let sign_s = time(sign_reps, || {
             for c in &claims {
-                black_box(jsonwebtoken::encode(&header, c, &enc).unwrap());
+                black_box(jws::sign(&enc, &kid, c).unwrap());
             }
         });
         out.insert(
@@ -231,7 +220,7 @@ fn main() {
                    "n_sign": n_sign, "sign_s": sign_s.wall, "sign_cpu_s": sign_s.cpu,
                    "sign_reps": sign_reps}),
         );
-        if alg == Algorithm::HS256 {
+        if alg.is_hmac() {
             hs_tokens = tokens;
         }
     }
@@ -239,29 +228,20 @@ fn main() {
     // SHA-256 of each token (the lookup key token_store computes)
     let sha_s = time(reps, || {
         for t in &hs_tokens {
-            black_box(<[u8; 32]>::from(Sha256::digest(t.as_bytes())));
+            black_box(sha256(t.as_bytes()));
         }
     });
     // AES-256-GCM seal of each token's claims, a fresh random nonce and a 16-byte row id as
-    // associated data, as jwt_store does; the cipher is set up once.
+    // associated data, as jwt_store does; the key is set up once.
     let payloads: Vec<Vec<u8>> = hs_tokens
         .iter()
-        .map(|t| {
-            URL_SAFE_NO_PAD
-                .decode(t.split('.').nth(1).unwrap())
-                .unwrap()
-        })
+        .map(|t| serde_json::to_vec(&jws::parse(t, usize::MAX).unwrap().payload).unwrap())
         .collect();
-    let cipher = Aes256Gcm::new_from_slice(&[7u8; 32]).unwrap();
+    let key = EncryptionKey::from_bytes([7u8; 32]);
     let aad = [9u8; 16];
     let aes_s = time(reps, || {
         for p in &payloads {
-            let mut nonce = [0u8; 12];
-            getrandom::getrandom(&mut nonce).unwrap();
-            let ct = cipher
-                .encrypt(Nonce::from_slice(&nonce), Payload { msg: p, aad: &aad })
-                .unwrap();
-            black_box(ct);
+            black_box(key.seal(&aad, p));
         }
     });
     let avg_payload =

@@ -1,15 +1,12 @@
-//! Per-backend state: the encryption keyring read from the settings, and parsed signing keys.
+//! The encryption keyring, read from the settings (and key file) and kept per backend until
+//! one of them changes; sealing and opening under it.
 
 use std::cell::RefCell;
-use std::collections::HashMap;
 use std::rc::Rc;
 
-use crate::crypto::{EncryptionKey, Keyring};
 use crate::error::{TsError, TsResult};
 use crate::gucs;
-use crate::jwt::Alg;
-use crate::keys::{self, KeyMaterial, LoadedKey};
-use crate::storage::KeyRow;
+use token_store_core::aead::{EncryptionKey, Keyring};
 
 // What the keyring was built from; compared by fingerprint, so no key text is kept here.
 #[derive(PartialEq)]
@@ -19,14 +16,8 @@ struct Source {
     previous: Vec<String>,
 }
 
-/// A parsed key with the row version and sealed bytes it was parsed from.
-type CachedKey = (i64, Vec<u8>, Rc<LoadedKey>);
-
 thread_local! {
     static RING: RefCell<Option<(Source, Rc<Keyring>)>> = const { RefCell::new(None) };
-    // kid -> (version, sealed material, parsed key). The sealed bytes are part of the match: a key
-    // dropped and made again under the same kid starts at version 1 again, but its nonce differs.
-    static SIGNING: RefCell<HashMap<String, CachedKey>> = RefCell::new(HashMap::new());
 }
 
 fn read_key_file(path: &str) -> TsResult<EncryptionKey> {
@@ -125,38 +116,4 @@ pub fn key_aad(kid: &str) -> Vec<u8> {
     let mut aad = b"token_store key:".to_vec();
     aad.extend_from_slice(kid.as_bytes());
     aad
-}
-
-/// The decrypted material of a stored key.
-pub fn material(row: &KeyRow) -> TsResult<KeyMaterial> {
-    let what = || format!("key material of key \"{}\"", row.kid);
-    let bytes = open(what, &row.fingerprint, &key_aad(&row.kid), &row.material)?;
-    Ok(KeyMaterial {
-        bytes,
-        can_sign: row.can_sign,
-    })
-}
-
-/// The parsed key of a stored row, from cache when the row has not changed.
-pub fn loaded(row: &KeyRow) -> TsResult<Rc<LoadedKey>> {
-    if let Some(k) = SIGNING.with_borrow(|c| {
-        c.get(&row.kid)
-            .filter(|(v, sealed, _)| *v == row.version && *sealed == row.material)
-            .map(|(_, _, k)| k.clone())
-    }) {
-        return Ok(k);
-    }
-    let alg = Alg::parse(&row.alg)
-        .ok_or_else(|| TsError::Internal(format!("key \"{}\" has unknown alg", row.kid)))?;
-    let material = material(row)?;
-    let key = Rc::new(keys::load_key(alg, &material).map_err(|e| {
-        TsError::Internal(format!("stored key \"{}\" cannot be loaded: {e}", row.kid))
-    })?);
-    SIGNING.with_borrow_mut(|c| {
-        c.insert(
-            row.kid.clone(),
-            (row.version, row.material.clone(), key.clone()),
-        )
-    });
-    Ok(key)
 }

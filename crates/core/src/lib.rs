@@ -1,0 +1,8 @@
+//! token_store's pure core: everything that knows nothing of PostgreSQL. JWS tokens, claim
+//! policy, signing-key material and sealing at rest. Runs under a plain `cargo test`.
+
+pub mod aead;
+pub mod alg;
+pub mod claims;
+pub mod jws;
+pub mod keys;

@@ -1,0 +1,192 @@
+//! Administration: payloads, purge, re-encryption, stats.
+
+use super::*;
+
+/// `jwt_payload`: the decrypted claims of row `id`, or `None` when there is no such row.
+pub fn payload(id: [u8; 16]) -> TsResult<Option<Value>> {
+    let Some((sealed, fp)) = storage::payload(id)? else {
+        return Ok(None);
+    };
+    let plain = keyring::open(
+        || format!("payload of token {}", uuid::Uuid::from_bytes(id)),
+        &fp,
+        &id,
+        &sealed,
+    )?;
+    serde_json::from_slice(&plain)
+        .map(Some)
+        .map_err(|e| TsError::Internal(format!("stored payload is not JSON: {e}")))
+}
+
+/// `purge`: delete expired rows in batches; returns how many.
+pub fn purge(max_rows: Option<i64>) -> TsResult<i64> {
+    ensure_primary("purge")?;
+    let started = std::time::Instant::now();
+    let total = purge_rounds(max_rows, || false, |step| step())?;
+    record_purge(total, started);
+    Ok(total as i64)
+}
+
+/// The purge loop of both `purge()` and the purge worker: batches of
+/// `token_store.purge_batch_size` expired rows until one comes back short, `max_rows` are gone
+/// or `stop()` says so; then the subject revocations past their TTL. `run` runs each step: in the
+/// caller's transaction for `purge()`, in a transaction of its own as the purge role for the
+/// worker. Returns how many token rows were deleted.
+pub fn purge_rounds(
+    max_rows: Option<i64>,
+    stop: impl Fn() -> bool,
+    run: impl Fn(&mut dyn FnMut() -> TsResult<u64>) -> TsResult<u64>,
+) -> TsResult<u64> {
+    let batch = i64::from(gucs::PURGE_BATCH_SIZE.get().max(1));
+    let (grace, revoked_grace) = gucs::purge_graces();
+    let mut total = 0u64;
+    let mut from = None;
+    loop {
+        let want = max_rows.map_or(batch, |m| batch.min(m - total as i64));
+        if want <= 0 {
+            break;
+        }
+        let n = run(&mut || {
+            let (n, last) = storage::purge_batch(want, grace, revoked_grace, from)?;
+            from = last.map(storage::resume_point);
+            Ok(n)
+        })?;
+        total += n;
+        if (n as i64) < want || stop() {
+            break;
+        }
+    }
+    if let Some(ttl) = gucs::subject_revocation_ttl() {
+        run(&mut || storage::purge_subject_revocations(ttl))?;
+    }
+    Ok(total)
+}
+
+/// Count a purge that deleted `rows` and began at `started` in `stats()`.
+pub fn record_purge(rows: u64, started: std::time::Instant) {
+    shmem::counters().record_purge(
+        rows,
+        (now_secs() * 1e6) as i64,
+        started.elapsed().as_micros() as u64,
+    );
+}
+
+/// `reencrypt`: move key material and up to `batch_size` token rows still sealed under a previous
+/// key onto the current one; returns how many rows moved. Call again until it returns 0.
+///
+/// A row that does not decrypt (tampered, or sealed under a key no longer configured) is left as
+/// it is, reported in a WARNING with its id and counted in `stats()`, so one bad row never blocks
+/// the rotation of the others.
+pub fn reencrypt(batch_size: i32) -> TsResult<i64> {
+    ensure_primary("reencrypt")?;
+    if batch_size < 1 {
+        return Err(TsError::param(
+            "batch_size must be positive",
+            format!("The batch_size given is {batch_size}."),
+        ));
+    }
+    let (_, current) = keyring::current_key()?;
+    let fp = current.fingerprint();
+    let mut moved = 0i64;
+    let mut undecryptable = 0u64;
+    for row in storage::stale_keys(fp)? {
+        match signing_keys::material(&row) {
+            Ok(material) => {
+                storage::reseal_key(
+                    &row.kid,
+                    &current.seal(&keyring::key_aad(&row.kid), &material.bytes),
+                    fp,
+                )?;
+                moved += 1;
+            }
+            Err(TsError::Undecryptable { fingerprint, .. }) => {
+                undecryptable += 1;
+                warn_undecryptable(
+                    &format!("the material of key \"{}\"", row.kid),
+                    &fingerprint,
+                );
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    // Walk the stale rows in id order, past the ones that do not decrypt, until a batch moved.
+    let mut after = None;
+    let mut moved_tokens = 0i64;
+    while moved_tokens < i64::from(batch_size) {
+        let rows = storage::stale_tokens(fp, after, i64::from(batch_size) - moved_tokens)?;
+        if rows.is_empty() {
+            break;
+        }
+        for (id, sealed, old_fp) in rows {
+            after = Some(id);
+            let what = || format!("payload of token {}", uuid::Uuid::from_bytes(id));
+            match keyring::open(what, &old_fp, &id, &sealed) {
+                Ok(plain) => {
+                    storage::reseal_token(id, &current.seal(&id, &plain), fp)?;
+                    moved_tokens += 1;
+                }
+                Err(TsError::Undecryptable { fingerprint, .. }) => {
+                    undecryptable += 1;
+                    warn_undecryptable(&what(), &fingerprint);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+    shmem::counters().record_reencrypt(undecryptable);
+    Ok(moved + moved_tokens)
+}
+
+pub(super) fn warn_undecryptable(what: &str, fingerprint: &str) {
+    crate::error::warning(
+        format!("cannot decrypt {what}; it stays under encryption key {fingerprint}"),
+        "The ciphertext was altered, or made under a key that is neither the current nor a previous one.",
+        "See \"Rows that do not decrypt\" in the README: the row still verifies and revokes, only its payload is lost.",
+    );
+}
+
+/// What `stats()` reports: row counts from the tables, the rest from the shared counters.
+pub struct Stats {
+    pub active: i64,
+    pub revoked: i64,
+    pub expired: i64,
+    /// `{fingerprint: rows}`.
+    pub rows_per_key: pgrx::JsonB,
+    pub purged_total: i64,
+    pub last_purge_at: Option<pgrx::datum::TimestampWithTimeZone>,
+    pub last_purge_rows: i64,
+    pub last_purge_ms: f64,
+    pub worker_pids: Vec<i32>,
+    /// `{reason: count}` of verifications.
+    pub verifications: pgrx::JsonB,
+    /// Whether the counters are shared by all backends (the library was preloaded).
+    pub counters_shared: bool,
+    pub reencrypt_undecryptable: i64,
+}
+
+/// `stats`: token counts, rows per encryption key, purge figures, worker pids and verification
+/// outcomes.
+pub fn stats() -> TsResult<Stats> {
+    let (active, revoked, expired, rows_per_key) = storage::table_counts()?;
+    let c = shmem::counters();
+    let (purged_total, last_at, last_rows, last_us) = c.purge_figures();
+    let outcomes: Map<_, _> = c
+        .outcomes()
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), Value::from(v)))
+        .collect();
+    Ok(Stats {
+        active,
+        revoked,
+        expired,
+        rows_per_key,
+        purged_total: purged_total as i64,
+        last_purge_at: last_at.map(|us| pgrx::datum::to_timestamp(us as f64 / 1e6)),
+        last_purge_rows: last_rows as i64,
+        last_purge_ms: last_us as f64 / 1000.0,
+        worker_pids: c.worker_pids(),
+        verifications: pgrx::JsonB(Value::Object(outcomes)),
+        counters_shared: shmem::shared(),
+        reencrypt_undecryptable: c.reencrypt_undecryptable() as i64,
+    })
+}

@@ -1,0 +1,358 @@
+//! Tokens: verify, store, issue, revoke.
+
+use super::*;
+
+pub(super) fn max_token_bytes() -> usize {
+    usize::try_from(gucs::MAX_TOKEN_BYTES.get()).unwrap_or(16_384)
+}
+
+pub(super) fn parse(token: &str) -> TsResult<Parsed<'_>> {
+    jws::parse(token, max_token_bytes()).map_err(TsError::InvalidToken)
+}
+
+pub(super) fn header_alg(parsed: &Parsed) -> TsResult<Alg> {
+    Alg::parse(&parsed.header.alg).ok_or(TsError::Rejected(Reason::AlgorithmNotAllowed))
+}
+
+/// Check the signature against `candidates`: the row of the header's `kid` (if any), or the
+/// non-retired keys of its `alg`, refused as `unknown_key` when there are more than
+/// [`jws::MAX_KIDLESS_CANDIDATES`]. Returns the key that verified it.
+pub(super) fn pick_key(parsed: &Parsed, alg: Alg, candidates: Vec<KeyRow>) -> TsResult<KeyRow> {
+    let candidates = if parsed.header.kid.is_some() {
+        let row = candidates
+            .into_iter()
+            .find(|r| r.state != "retired")
+            .ok_or(TsError::Rejected(Reason::UnknownKey))?;
+        if row.alg != alg.as_str() {
+            return Err(TsError::Rejected(Reason::AlgorithmNotAllowed));
+        }
+        vec![row]
+    } else if candidates.len() > jws::MAX_KIDLESS_CANDIDATES {
+        // Each candidate costs a signature check; a kid-less token may not demand unboundedly many.
+        return Err(TsError::Rejected(Reason::UnknownKey));
+    } else {
+        candidates
+    };
+    if candidates.is_empty() {
+        return Err(TsError::Rejected(Reason::UnknownKey));
+    }
+    for row in candidates {
+        let key = signing_keys::loaded(&row)?;
+        if jws::verify_signature(parsed, &key) {
+            return Ok(row);
+        }
+    }
+    Err(TsError::Rejected(Reason::BadSignature))
+}
+
+/// Find the key the header names (or the candidates of its alg) and check the signature.
+pub(super) fn authenticate<'a>(token: &'a str) -> TsResult<(Parsed<'a>, KeyRow)> {
+    let parsed = parse(token)?;
+    let alg = header_alg(&parsed)?;
+    let candidates = match &parsed.header.kid {
+        Some(kid) => storage::key_by_kid(kid)?.into_iter().collect(),
+        None => storage::keys_by_alg(alg.as_str())?,
+    };
+    let row = pick_key(&parsed, alg, candidates)?;
+    Ok((parsed, row))
+}
+
+/// A token that passed every check.
+pub struct Verified<'a> {
+    /// The token, its claims among it.
+    pub parsed: Parsed<'a>,
+    /// The key that verified it.
+    pub kid: String,
+    /// Its identity (see `jws::token_hash`).
+    pub hash: [u8; 32],
+    /// The stored row's id, when stored.
+    pub token_id: Option<[u8; 16]>,
+}
+
+/// Whether the storage check demands that the token be stored.
+#[derive(PartialEq, Clone, Copy)]
+pub enum Mode {
+    /// As `token_store.require_stored` says.
+    Verify,
+    /// For `jwt_store`: not being stored yet is the point.
+    Store,
+}
+
+pub(super) fn setting_or(
+    arg: Option<&str>,
+    setting: &pgrx::guc::GucSetting<Option<std::ffi::CString>>,
+) -> Option<String> {
+    arg.map(str::to_owned).or_else(|| gucs::nonempty(setting))
+}
+
+/// The whole verification: signature, claims, revocation, storage. Counted in `stats()`.
+pub fn verify<'a>(
+    token: &'a str,
+    audience: Option<&str>,
+    issuer: Option<&str>,
+    mode: Mode,
+) -> TsResult<Verified<'a>> {
+    let result = verify_uncounted(token, audience, issuer, mode);
+    match &result {
+        Ok(_) => shmem::counters().count(Ok(())),
+        Err(TsError::Rejected(r)) => shmem::counters().count(Err(*r)),
+        Err(TsError::InvalidToken(_)) => shmem::counters().count(Err(Reason::Malformed)),
+        Err(_) => {}
+    }
+    result
+}
+
+pub(super) fn verify_uncounted<'a>(
+    token: &'a str,
+    audience: Option<&str>,
+    issuer: Option<&str>,
+    mode: Mode,
+) -> TsResult<Verified<'a>> {
+    let parsed = parse(token)?;
+    let alg = header_alg(&parsed)?;
+    let hash = jws::token_hash(&parsed);
+    let subject = parsed.claims.sub.as_deref();
+    // With a kid (the usual case), one statement reads the key row and the token's status.
+    let (key, status) = match parsed.header.kid.as_deref() {
+        Some(kid) => {
+            let (status, row) = storage::status_and_key(&hash, subject, kid)?;
+            (
+                pick_key(&parsed, alg, row.into_iter().collect())?,
+                Some(status),
+            )
+        }
+        None => (
+            pick_key(&parsed, alg, storage::keys_by_alg(alg.as_str())?)?,
+            None,
+        ),
+    };
+    let audience = setting_or(audience, &gucs::AUDIENCE);
+    let issuer = setting_or(issuer, &gucs::ISSUER);
+    let policy = Policy {
+        now: now_secs(),
+        leeway: f64::from(gucs::LEEWAY.get()),
+        audience: audience.as_deref(),
+        issuer: issuer.as_deref(),
+    };
+    claims::check_claims(&parsed.claims, &policy).map_err(TsError::Rejected)?;
+    let status = match status {
+        Some(s) => s,
+        None => storage::token_status(&hash, subject)?,
+    };
+    if let Some((_, true)) = status.stored {
+        return Err(TsError::Rejected(Reason::Revoked));
+    }
+    if let Some(before) = status.subject_revoked_before {
+        // A token without iat cannot show it came after the revocation.
+        if parsed.claims.iat.is_none_or(|iat| iat <= before) {
+            return Err(TsError::Rejected(Reason::SubjectRevoked));
+        }
+    }
+    if status.stored.is_none() && mode == Mode::Verify && gucs::REQUIRE_STORED.get() {
+        return Err(TsError::Rejected(Reason::NotStored));
+    }
+    Ok(Verified {
+        parsed,
+        kid: key.kid,
+        hash,
+        token_id: status.stored.map(|(id, _)| id),
+    })
+}
+
+pub(super) fn seal_payload(
+    id: &[u8; 16],
+    payload: &Map<String, Value>,
+) -> TsResult<(Vec<u8>, String)> {
+    let (_, key) = keyring::current_key()?;
+    let plain = serde_json::to_vec(payload).map_err(|e| TsError::Internal(e.to_string()))?;
+    Ok((key.seal(id, &plain), key.fingerprint().to_owned()))
+}
+
+pub(super) fn new_row_id() -> [u8; 16] {
+    *uuid::Uuid::new_v4().as_bytes()
+}
+
+/// Insert a row for a parsed, authenticated token; the id of the row now holding it.
+pub(super) fn store_row(
+    parsed: &Parsed,
+    hash: &[u8; 32],
+    kid: &str,
+    revoked: bool,
+    reason: Option<&str>,
+) -> TsResult<Option<[u8; 16]>> {
+    let c = &parsed.claims;
+    let exp = c.exp.ok_or(TsError::Rejected(Reason::MissingExp))?;
+    let id = new_row_id();
+    let (sealed, fingerprint) = seal_payload(&id, &parsed.payload)?;
+    storage::insert_token(&NewToken {
+        id,
+        hash,
+        jti: c.jti.as_deref(),
+        subject: c.sub.as_deref(),
+        issuer: c.iss.as_deref(),
+        kid: Some(kid),
+        issued_at: c.iat,
+        not_before: c.nbf,
+        expires_at: exp,
+        revoked,
+        revoke_reason: reason,
+        payload: &sealed,
+        fingerprint: &fingerprint,
+    })
+}
+
+/// `jwt_store`: verify, then store; the same token twice gives the same id.
+pub fn store(token: &str) -> TsResult<[u8; 16]> {
+    ensure_primary("jwt_store")?;
+    let v = verify(token, None, None, Mode::Store)?;
+    if let Some(id) = v.token_id {
+        return Ok(id);
+    }
+    match store_row(&v.parsed, &v.hash, &v.kid, false, None)? {
+        Some(id) => Ok(id),
+        // stored concurrently by another session between our check and our insert
+        None => storage::token_status(&v.hash, None)?
+            .stored
+            .map(|(id, _)| id)
+            .ok_or_else(|| TsError::Internal("token vanished while being stored".into())),
+    }
+}
+
+pub(super) fn interval_secs(months: i32, days: i32, micros: i64) -> f64 {
+    f64::from(months) * 30.0 * 86_400.0 + f64::from(days) * 86_400.0 + micros as f64 / 1e6
+}
+
+pub(super) fn signing_row(kid: Option<&str>) -> TsResult<KeyRow> {
+    match kid {
+        Some(kid) => {
+            let row = storage::key_by_kid(kid)?
+                .ok_or_else(|| TsError::UndefinedObject(format!("key \"{kid}\" does not exist")))?;
+            if row.state != "active" {
+                return Err(TsError::NotInPrerequisiteState {
+                    message: format!("key \"{kid}\" is {}, not active", row.state),
+                    hint: Some("Only active keys sign; see token_store.set_key_state.".into()),
+                });
+            }
+            if !row.can_sign {
+                return Err(TsError::NotInPrerequisiteState {
+                    message: format!("key \"{kid}\" is a public key and cannot sign"),
+                    hint: None,
+                });
+            }
+            Ok(row)
+        }
+        None => storage::default_signing_key()?.ok_or_else(|| TsError::NotInPrerequisiteState {
+            message: "no active key can sign".into(),
+            hint: Some("Create one with token_store.create_key(kid, alg, key) or token_store.generate_key(kid, alg).".into()),
+        }),
+    }
+}
+
+/// `jwt_issue`: complete the claims, sign, store, return the token. `claims` is jsonb's text.
+pub fn issue(claims: &str, ttl: (i32, i32, i64), kid: Option<&str>) -> TsResult<String> {
+    ensure_primary("jwt_issue")?;
+    // base64url makes the payload 4/3 as long: refuse what cannot fit before any work on it
+    let limit = max_token_bytes();
+    if claims.len().saturating_mul(4) / 3 > limit {
+        return Err(TsError::param(
+            "claims are too large",
+            format!(
+                "A token carrying {} bytes of claims would exceed token_store.max_token_bytes ({limit} bytes).",
+                claims.len()
+            ),
+        ));
+    }
+    let claims = parse_json_arg("claims", claims)?;
+    let mut payload = claims.as_object().cloned().ok_or_else(|| {
+        TsError::param(
+            "claims must be a JSON object",
+            format!("The claims given are {}.", json_kind(&claims)),
+        )
+    })?;
+    let ttl = interval_secs(ttl.0, ttl.1, ttl.2);
+    if ttl.is_nan() || ttl <= 0.0 {
+        return Err(TsError::param(
+            "ttl must be positive",
+            format!("The ttl given is {ttl} seconds."),
+        ));
+    }
+    let row = signing_row(kid)?;
+    let key = signing_keys::loaded(&row)?;
+    let now = now_secs().floor();
+    payload
+        .entry("iat")
+        .or_insert_with(|| Value::from(now as i64));
+    if !payload.contains_key("exp") {
+        let exp = (now + ttl).floor();
+        if exp > claims::MAX_NUMERIC_DATE {
+            return Err(TsError::param(
+                "ttl is too long",
+                "The exp claim would fall after the year 9999.",
+            ));
+        }
+        payload.insert("exp".into(), Value::from(exp as i64));
+    }
+    payload
+        .entry("jti")
+        .or_insert_with(|| Value::from(uuid::Uuid::new_v4().to_string()));
+    claims::registered_claims(&payload)
+        .map_err(|why| TsError::param("invalid registered claim", why))?;
+    let token = jws::sign(&key, &row.kid, &payload).map_err(TsError::Internal)?;
+    let parsed = parse(&token)?;
+    store_row(&parsed, &jws::token_hash(&parsed), &row.kid, false, None)?.ok_or_else(|| {
+        TsError::Internal("a freshly issued token collided with a stored one".into())
+    })?;
+    Ok(token)
+}
+
+/// The longest `reason` a revocation keeps, in bytes; it is stored in clear.
+pub const MAX_REASON_BYTES: usize = 1024;
+
+pub(super) fn check_reason(reason: Option<&str>) -> TsResult<()> {
+    match reason {
+        Some(r) if r.len() > MAX_REASON_BYTES => Err(TsError::TooLong {
+            message: "revoke reason is too long".into(),
+            detail: format!(
+                "A reason is at most {MAX_REASON_BYTES} bytes; this one is {} bytes.",
+                r.len()
+            ),
+        }),
+        _ => Ok(()),
+    }
+}
+
+/// `jwt_revoke`: true if this call revoked it. An unstored, correctly signed token gets a revoked row.
+pub fn revoke(token: &str, reason: Option<&str>) -> TsResult<bool> {
+    ensure_primary("jwt_revoke")?;
+    check_reason(reason)?;
+    let (parsed, key) = authenticate(token)?;
+    let hash = jws::token_hash(&parsed);
+    replication::revoked();
+    if let Some(changed) = storage::revoke_by_hash(&hash, reason)? {
+        return Ok(changed);
+    }
+    // Without exp the token can never verify, so there is nothing to deny.
+    if parsed.claims.exp.is_none() {
+        return Ok(false);
+    }
+    match store_row(&parsed, &hash, &key.kid, true, reason)? {
+        Some(_) => Ok(true),
+        None => Ok(storage::revoke_by_hash(&hash, reason)?.unwrap_or(false)),
+    }
+}
+
+/// `jwt_revoke_id`: true if this call revoked the stored token with this row id.
+pub fn revoke_id(id: [u8; 16], reason: Option<&str>) -> TsResult<bool> {
+    ensure_primary("jwt_revoke_id")?;
+    check_reason(reason)?;
+    replication::revoked();
+    storage::revoke_by_id(id, reason)
+}
+
+/// `jwt_revoke_subject`: revoke the subject's stored tokens and refuse its older ones.
+pub fn revoke_subject(subject: &str, reason: Option<&str>) -> TsResult<i64> {
+    ensure_primary("jwt_revoke_subject")?;
+    check_reason(reason)?;
+    replication::revoked();
+    storage::revoke_subject(subject, reason)
+}
