@@ -4,7 +4,7 @@
 # fuzzing run of each cargo-fuzz target (TS_FUZZ_SECONDS each, default 30).
 #
 #   scripts/test.sh                      everything (what CI runs)
-#   scripts/test.sh --fast               Rust #[test]s, #[pg_test]s and pg_regress only
+#   scripts/test.sh --fast               the core crate's tests, #[pg_test]s and pg_regress only
 #   scripts/test.sh --pg-config PATH     against another PostgreSQL installation (or set PG_CONFIG)
 #   scripts/test.sh -- ARGS...           ARGS go to pytest (e.g. -- tests/client/test_worker.py -x)
 #
@@ -43,7 +43,10 @@ fi
 stage "private PostgreSQL $PG_MAJOR"
 private_run_dir     # PG_CONFIG, PGBIN and PGRX_HOME now name the private copy in $TS_TMP
 
-stage "tier 1+2: Rust unit tests and #[pg_test]s"
+stage "tier 1: the core crate's Rust tests (no PostgreSQL)"
+cargo test -p token_store_core
+
+stage "tier 2: #[pg_test]s"
 PGRX_DATA="$TS_TMP/pgrx-data"   # pgrx makes its cluster in a new directory under it
 mkdir -p "$PGRX_DATA"
 if [ "$(id -u)" = 0 ]; then
