@@ -12,7 +12,7 @@ import pytest
 DB = "ts_t_strict_claims"
 KID = "strict"
 SECRET = "strict-claims-suite-secret-0123456789abcdef"
-# jwt.MAX_JSON_DEPTH in src/jwt.rs: the top-level object counts as level 1.
+# MAX_JSON_DEPTH in crates/core/src/claims.rs: the top-level object counts as level 1.
 MAX_DEPTH = 64
 
 
