@@ -295,12 +295,13 @@ impl Db {
                 "token_store launcher: database \"{db}\" is invalid (an interrupted DROP DATABASE); no purge worker"
             ),
             Said::Found(Found::Ready) => {}
-            Said::NoRoom => ereport!(
-                PgLogLevel::WARNING,
+            Said::NoRoom => ErrorReport::new(
                 PgSqlErrorCode::ERRCODE_CONFIGURATION_LIMIT_EXCEEDED,
                 format!("token_store launcher: no background worker slot free for the purge worker of database \"{db}\""),
-                "Raise max_worker_processes: token_store needs one for its launcher and one per database of token_store.databases."
-            ),
+                "token_store",
+            )
+            .set_hint("Raise max_worker_processes: token_store needs one for its launcher and one per database of token_store.databases.")
+            .report(PgLogLevel::WARNING),
         }
     }
 

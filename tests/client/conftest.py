@@ -122,6 +122,17 @@ class TS:
         self.connect(name).execute("CREATE EXTENSION token_store")
         return name
 
+    @contextmanager
+    def temporary_db(self, name: str):
+        """`fresh_db(name)` for the length of the block (a module's tests, say); afterwards every
+        connection is closed and the database dropped."""
+        self.fresh_db(name)
+        try:
+            yield name
+        finally:
+            self.close_all()
+            self.drop_db(name)
+
     def ensure_db(self, name: str):
         """Create `name` (without the extension) when it does not exist; never drops it."""
         conn = self.admin_conn()

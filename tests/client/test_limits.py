@@ -13,12 +13,9 @@ KID = "k-limits"
 
 @pytest.fixture(scope="module")
 def db(ts):
-    ts.fresh_db(DB)
-    c = ts.connect(DB)
-    c.execute("SELECT token_store.generate_key(%s, 'RS256')", (KID,))
-    yield DB
-    ts.close_all()
-    ts.drop_db(DB)
+    with ts.temporary_db(DB):
+        ts.connect(DB).execute("SELECT token_store.generate_key(%s, 'RS256')", (KID,))
+        yield DB
 
 
 @pytest.fixture

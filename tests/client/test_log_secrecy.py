@@ -20,12 +20,9 @@ KID = "k-log"
 
 @pytest.fixture(scope="module")
 def db(ts):
-    ts.fresh_db(DB)
-    c = ts.connect(DB)
-    assert ts.one(c, "SHOW log_min_error_statement") == "error"
-    yield DB
-    ts.close_all()
-    ts.drop_db(DB)
+    with ts.temporary_db(DB):
+        assert ts.one(ts.connect(DB), "SHOW log_min_error_statement") == "error"
+        yield DB
 
 
 @pytest.fixture

@@ -20,12 +20,9 @@ NULL_ANSWER = {"jwt_valid": False}
 
 @pytest.fixture(scope="module")
 def db(ts):
-    ts.fresh_db(DB)
-    c = ts.connect(DB)
-    ts.create_key(c, KID, "HS256")
-    yield DB
-    ts.close_all()
-    ts.drop_db(DB)
+    with ts.temporary_db(DB):
+        ts.create_key(ts.connect(DB), KID, "HS256")
+        yield DB
 
 
 @pytest.fixture
