@@ -7,7 +7,7 @@
 # checkout's HEAD into /root/token_store, and runs, as root inside the root, the commands of the
 # README's Quick start (scripts/demo.sh, then scripts/test.sh). Then it checks that the demo cluster
 # is still up, prints how long each command took, stops the cluster, unmounts everything and exits
-# non-zero if anything failed. Slow: about 30-40 min on 2 cores (everything is built from nothing).
+# non-zero if anything failed. Slow: everything is built from nothing (45 min on 2 busy cores).
 #
 #   sudo scripts/fresh-debian.sh [DIR]    DIR: where to build the root (default: a new directory
 #                                         /var/tmp/token_store-fresh.*, removed at the end unless
@@ -143,6 +143,7 @@ mount_in /dev/shm -t tmpfs -o mode=1777,nosuid,nodev shm   # the root's own POSI
 # --- what the README assumes: package-client settings, Rust, git, CA certificates -------------------
 log "copying this machine's package-client settings and Rust toolchain into the root"
 cp -L /etc/resolv.conf "$ROOT/etc/resolv.conf"
+cp -L /etc/hosts "$ROOT/etc/hosts"   # this machine's name (the root shares it): sudo looks it up
 # this machine's apt sources replace the one line debootstrap wrote (same mirror, plus updates and
 # security), when it has any
 sources=()
