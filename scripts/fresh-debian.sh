@@ -2,11 +2,12 @@
 # Proves the README's two commands on a fresh Debian 12: makes a minimal Debian 12 root with
 # debootstrap (--variant=minbase bookworm), gives it only what the README assumes (this machine's
 # Rust toolchain, git, CA certificates, and this machine's package-client settings: apt sources and
-# proxy settings, ~/.cargo/config.toml, pip and npm configuration, /etc/resolv.conf), clones this
+# proxy settings, ~/.cargo/config.toml, pip and npm configuration, /etc/resolv.conf, the certificate
+# authorities it trusts beyond Debian's, proxy and CA variables of the environment), clones this
 # checkout's HEAD into /root/token_store, and runs, as root inside the root, the commands of the
 # README's Quick start (scripts/demo.sh, then scripts/test.sh). Then it checks that the demo cluster
 # is still up, prints how long each command took, stops the cluster, unmounts everything and exits
-# non-zero if anything failed. Slow: about 30-40 min on 2 cores (everything is built from nothing).
+# non-zero if anything failed. Slow: everything is built from nothing (45 min on 2 busy cores).
 #
 #   sudo scripts/fresh-debian.sh [DIR]    DIR: where to build the root (default: a new directory
 #                                         /var/tmp/token_store-fresh.*, removed at the end unless
@@ -102,7 +103,12 @@ mapfile -t COMMANDS < <(awk '/^## Quick start/ { q = 1; next } /^## / { q = 0 }
     die "the README's Quick start commands are not scripts/demo.sh and scripts/test.sh: ${COMMANDS[*]}"
 
 PASS_ENV=()
-for v in TS_DEMO_PORT TS_TEST_PORT TS_PGRX_BASE_TESTING_PORT TS_PGBOUNCER_PORT TS_FUZZ_SECONDS TS_KEEP_TMP; do
+# the scripts' ports and knobs, and this machine's package-client settings given by environment
+# (proxies, CA bundles, package indexes)
+for v in TS_DEMO_PORT TS_TEST_PORT TS_PGRX_BASE_TESTING_PORT TS_PGBOUNCER_PORT TS_FUZZ_SECONDS TS_KEEP_TMP \
+        http_proxy https_proxy no_proxy HTTP_PROXY HTTPS_PROXY NO_PROXY SSL_CERT_FILE SSL_CERT_DIR \
+        CURL_CA_BUNDLE GIT_SSL_CAINFO CARGO_HTTP_CAINFO PIP_CERT REQUESTS_CA_BUNDLE NODE_EXTRA_CA_CERTS \
+        PIP_INDEX_URL PIP_EXTRA_INDEX_URL NPM_CONFIG_REGISTRY npm_config_registry; do
     [ -z "${!v:-}" ] || PASS_ENV+=("$v=${!v}")
 done
 
@@ -137,6 +143,7 @@ mount_in /dev/shm -t tmpfs -o mode=1777,nosuid,nodev shm   # the root's own POSI
 # --- what the README assumes: package-client settings, Rust, git, CA certificates -------------------
 log "copying this machine's package-client settings and Rust toolchain into the root"
 cp -L /etc/resolv.conf "$ROOT/etc/resolv.conf"
+cp -L /etc/hosts "$ROOT/etc/hosts"   # this machine's name (the root shares it): sudo looks it up
 # this machine's apt sources replace the one line debootstrap wrote (same mirror, plus updates and
 # security), when it has any
 sources=()
@@ -168,6 +175,32 @@ done
 for f in .profile .bashrc; do echo '. "$HOME/.cargo/env"' >> "$ROOT/root/$f"; done
 
 in_root 'apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq git ca-certificates >/dev/null'
+# Certificate authorities this machine trusts beyond Debian's set (a TLS-inspecting proxy's, say):
+# without them nothing inside the root reaches crates.io, PyPI or npm from this machine's network.
+split_pem() {  # split_pem BUNDLE DIR: one file per certificate
+    mkdir -p "$2"
+    awk -v d="$2" '/-----BEGIN CERTIFICATE-----/ { n++; f = sprintf("%s/%05d.crt", d, n) }
+        n { print > f } /-----END CERTIFICATE-----/ { close(f) }' "$1"
+}
+if [ -f /etc/ssl/certs/ca-certificates.crt ]; then
+    split_pem /etc/ssl/certs/ca-certificates.crt "$ROOT/tmp/ca-host"
+    split_pem "$ROOT/etc/ssl/certs/ca-certificates.crt" "$ROOT/tmp/ca-root"
+    one_line() { grep -v -- ----- "$1" | tr -d '\n'; echo; }   # a certificate's base64 as one line
+    for f in "$ROOT"/tmp/ca-root/*.crt; do one_line "$f"; done > "$ROOT/tmp/ca-root.all"
+    extra=0
+    for f in "$ROOT"/tmp/ca-host/*.crt; do
+        if ! grep -qxF "$(one_line "$f")" "$ROOT/tmp/ca-root.all"; then
+            mkdir -p "$ROOT/usr/local/share/ca-certificates"
+            cp "$f" "$ROOT/usr/local/share/ca-certificates/host-$(basename "$f")"
+            extra=$((extra + 1))
+        fi
+    done
+    rm -rf "$ROOT/tmp/ca-host" "$ROOT/tmp/ca-root" "$ROOT/tmp/ca-root.all"
+    if [ "$extra" -gt 0 ]; then
+        log "adding the $extra certificate authorities this machine trusts beyond Debian's"
+        in_root 'update-ca-certificates >/dev/null'
+    fi
+fi
 in_root 'cargo --version && rustc --version && git --version'
 
 # --- the checkout ----------------------------------------------------------------------------------

@@ -6,6 +6,7 @@ set -euo pipefail
 TS_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 # The PostgreSQL to build for: Debian 12's PostgreSQL 15 unless PG_CONFIG names another installation.
 PG_CONFIG="${PG_CONFIG:-/usr/lib/postgresql/15/bin/pg_config}"
+[[ "$PG_CONFIG" = /* ]] || PG_CONFIG="$PWD/$PG_CONFIG"
 PGBIN="$(dirname "$PG_CONFIG")"
 PGRX_VERSION=0.18.1
 
@@ -15,9 +16,11 @@ elapsed() { printf '%d:%02d' $(($1 / 60)) $(($1 % 60)); }
 
 as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
 
-# Run a PostgreSQL server binary as a user it accepts (root is refused).
+# Run a PostgreSQL server binary as a user it accepts (root is refused). As postgres it runs from /:
+# PostgreSQL's programs return to their working directory, which postgres may not be allowed into
+# (a checkout under /root), and say so. Every path given to them is absolute.
 as_pg() {
-    if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi
+    if [ "$(id -u)" = 0 ]; then (cd / && runuser -u postgres -- "$@"); else "$@"; fi
 }
 
 # heartbeat WHAT CMD...: run CMD, printing a line every minute while it runs, so that a long silent
@@ -103,7 +106,7 @@ ensure_deps() {
     PG_MAJOR="$(pg_major)"
     [ -n "$PG_MAJOR" ] || die "cannot read the PostgreSQL version from $PG_CONFIG --version"
     if ! cargo pgrx --version 2>/dev/null | grep -q "$PGRX_VERSION"; then
-        log "installing cargo-pgrx $PGRX_VERSION (once; compiling it takes about 4-8 min on 2 cores)"
+        log "installing cargo-pgrx $PGRX_VERSION (once; compiling it takes 5-15 min on 2 cores, depending on their load)"
         heartbeat "compiling cargo-pgrx" cargo install cargo-pgrx --version "$PGRX_VERSION" --locked
     fi
     id postgres >/dev/null 2>&1 || as_root useradd --system --home /var/lib/postgresql postgres

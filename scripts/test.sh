@@ -15,15 +15,14 @@
 # TS_PGRX_BASE_TESTING_PORT (pgrx's #[pg_test] cluster listens on it plus the major version;
 # default 32200), TS_FUZZ_SECONDS.
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
-cd "$TS_ROOT"
 
 fast=0
 pytest_args=()
 while [ "$#" -gt 0 ]; do
     case "$1" in
         --fast) fast=1 ;;
-        --pg-config) [ "$#" -ge 2 ] || die "--pg-config needs a path"; PG_CONFIG="$2"; PGBIN="$(dirname "$2")"; shift ;;
-        --pg-config=*) PG_CONFIG="${1#*=}"; PGBIN="$(dirname "$PG_CONFIG")" ;;
+        --pg-config) [ "$#" -ge 2 ] || die "--pg-config needs a path"; PG_CONFIG="$2"; shift ;;
+        --pg-config=*) PG_CONFIG="${1#*=}" ;;
         --) shift; pytest_args=("$@"); break ;;
         -h|--help) sed -n '2,/^source/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
         *) die "unknown argument $1 (see $0 --help)" ;;
@@ -31,6 +30,9 @@ while [ "$#" -gt 0 ]; do
     shift
 done
 [ "$fast" = 0 ] || [ "${#pytest_args[@]}" = 0 ] || die "--fast runs no pytest: drop the arguments after --"
+[[ "$PG_CONFIG" = /* ]] || PG_CONFIG="$PWD/$PG_CONFIG"   # relative to where the script was started
+PGBIN="$(dirname "$PG_CONFIG")"
+cd "$TS_ROOT"
 
 stage "dependencies"
 if [ "$fast" = 1 ]; then
