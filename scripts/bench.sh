@@ -8,12 +8,15 @@
 #   scripts/bench.sh --profile       also perf-record the HS256 verify path (bench/profile.txt)
 #   scripts/bench.sh --n 20000 ...   any option of bench/run.py (see bench/run.py --help)
 #
-# Environment: TS_BENCH_PORT (default 54350); TS_BENCH_NO_BUILD=1 reuses the release library
-# already in target/release instead of building and installing it.
+# Environment: TS_BENCH_PORT (default 54350); TS_BENCH_NO_BUILD=1 reuses the release build already
+# in target/ts-package-release instead of building it.
+#
+# Like scripts/test.sh, it installs nothing into the system PostgreSQL: the build goes into a private
+# copy of it in a per-run temporary directory (/tmp/token_store-run.*), which also holds the cluster
+# and is removed at the end (TS_KEEP_TMP=1 keeps it).
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 cd "$TS_ROOT"
 
-CLUSTER="$TS_ROOT/target/bench-cluster"
 PORT="${TS_BENCH_PORT:-54350}"
 
 ensure_test_deps
@@ -33,17 +36,19 @@ if ! .venv/bin/python -c 'import matplotlib' 2>/dev/null; then
     .venv/bin/pip install -q --disable-pip-version-check -r bench/requirements.txt
 fi
 
+private_run_dir     # PG_CONFIG, PGBIN and PGRX_HOME now name a private copy in $TS_TMP
 if [ "${TS_BENCH_NO_BUILD:-0}" != 1 ]; then
     install_extension --release
+else
+    install_extension --release --no-build
 fi
 [ -f target/release/libtoken_store.so ] || { echo "no release build in target/release" >&2; exit 1; }
 
 log "building the floor (bench/floor, release)"
 cargo build -q --release --manifest-path bench/floor/Cargo.toml --target-dir target/bench-floor
 
-log "starting a fresh benchmark cluster in target/bench-cluster (port $PORT)"
-cluster_stop "$CLUSTER" 2>/dev/null || true
-rm -rf "$CLUSTER"
+CLUSTER="$TS_TMP/bench-cluster"
+log "starting a fresh benchmark cluster in $CLUSTER (port $PORT)"
 cluster_init "$CLUSTER" "$PORT"
 # The cluster loads its own copy of this build (dynamic_library_path), so another install of
 # token_store.so during the run (a debug build, say) cannot change what is measured.
@@ -60,8 +65,7 @@ jit = off
 max_parallel_workers_per_gather = 0
 autovacuum = off
 CONF
-cluster_start "$CLUSTER"
-trap 'cluster_stop "$CLUSTER"' EXIT
+cluster_start "$CLUSTER"   # stopped by the EXIT trap of private_run_dir
 
 log "running the suite"
 .venv/bin/python bench/run.py --host 127.0.0.1 --port "$PORT" --pgbin "$PGBIN" \

@@ -4,7 +4,7 @@ use serde_json::{Map, Value};
 
 use crate::error::{TsError, TsResult};
 use crate::gucs;
-use crate::jwt::{self, Alg, Parsed, Policy, Reason};
+use crate::jwt::{self, Alg, JsonProblem, Parsed, Policy, Reason};
 use crate::keyring;
 use crate::keys;
 use crate::replication;
@@ -32,7 +32,8 @@ fn header_alg(parsed: &Parsed) -> TsResult<Alg> {
 }
 
 /// Check the signature against `candidates`: the row of the header's `kid` (if any), or the
-/// non-retired keys of its `alg`. Returns the key that verified it.
+/// non-retired keys of its `alg`, refused as `unknown_key` when there are more than
+/// [`jwt::MAX_KIDLESS_CANDIDATES`]. Returns the key that verified it.
 fn pick_key(parsed: &Parsed, alg: Alg, candidates: Vec<KeyRow>) -> TsResult<KeyRow> {
     let candidates = if parsed.header.kid.is_some() {
         let row = candidates
@@ -43,6 +44,9 @@ fn pick_key(parsed: &Parsed, alg: Alg, candidates: Vec<KeyRow>) -> TsResult<KeyR
             return Err(TsError::Rejected(Reason::AlgorithmNotAllowed));
         }
         vec![row]
+    } else if candidates.len() > jwt::MAX_KIDLESS_CANDIDATES {
+        // Each candidate costs a signature check; a kid-less token may not demand unboundedly many.
+        return Err(TsError::Rejected(Reason::UnknownKey));
     } else {
         candidates
     };
@@ -262,45 +266,26 @@ fn signing_row(kid: Option<&str>) -> TsResult<KeyRow> {
     }
 }
 
-/// How deeply `jwt_issue`'s claims and `import_jwks`'s document may nest (objects and arrays).
-pub const MAX_JSON_DEPTH: usize = 64;
-
-/// Deepest nesting of objects and arrays in JSON text, found by a scan (no recursion).
-fn json_depth(text: &str) -> usize {
-    let (mut depth, mut deepest, mut in_string, mut escaped) = (0usize, 0usize, false, false);
-    for b in text.bytes() {
-        if in_string {
-            match b {
-                _ if escaped => escaped = false,
-                b'\\' => escaped = true,
-                b'"' => in_string = false,
-                _ => {}
-            }
-            continue;
-        }
-        match b {
-            b'"' => in_string = true,
-            b'{' | b'[' => {
-                depth += 1;
-                deepest = deepest.max(depth);
-            }
-            b'}' | b']' => depth = depth.saturating_sub(1),
-            _ => {}
-        }
-    }
-    deepest
-}
-
-/// Parse a `jsonb` argument's text once its nesting is known to be within `MAX_JSON_DEPTH`.
+/// Parse a `jsonb` argument's text (`what`: "claims", "JWKS documents") once it is known to nest
+/// no deeper than `jwt::MAX_JSON_DEPTH` and to hold no number too long to sign or store.
 fn parse_json_arg(what: &str, text: &str) -> TsResult<Value> {
-    let depth = json_depth(text);
-    if depth > MAX_JSON_DEPTH {
-        return Err(TsError::TooComplex {
-            message: format!("{what} are nested too deeply"),
-            detail: format!(
-                "They nest {depth} levels of objects and arrays; token_store accepts at most {MAX_JSON_DEPTH}."
-            ),
-        });
+    match jwt::check_json(text) {
+        Ok(()) => {}
+        Err(JsonProblem::TooDeep) => {
+            return Err(TsError::TooComplex {
+                message: format!("{what} are nested too deeply"),
+                detail: format!(
+                    "token_store accepts at most {} levels of objects and arrays.",
+                    jwt::MAX_JSON_DEPTH
+                ),
+            })
+        }
+        Err(problem) => {
+            return Err(TsError::param(
+                format!("{what} cannot be used"),
+                format!("The value {problem}."),
+            ))
+        }
     }
     serde_json::from_str(text)
         .map_err(|e| TsError::param(format!("{what} cannot be read"), format!("{e}.")))

@@ -32,6 +32,9 @@ pub const RSA_MIN_BITS: usize = 2048;
 pub const RSA_MAX_BITS: usize = 8192;
 /// Modulus size of generated RSA keys, in bits.
 pub const RSA_GENERATED_BITS: usize = 2048;
+/// Largest RSA public exponent accepted, on every import path. Common libraries cap `e` at 32 or
+/// 33 bits (Windows CNG, BoringSSL, Go); a larger one only makes verification slower.
+pub const RSA_MAX_PUBLIC_EXPONENT: u64 = 1 << 32;
 
 const OID_RSA: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.113549.1.1.1");
 const OID_RSA_PSS: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.113549.1.1.10");
@@ -399,10 +402,20 @@ fn check_rsa_size(modulus: &[u8]) -> Result<(), String> {
     }
 }
 
+fn check_rsa_exponent(e: &[u8]) -> Result<(), String> {
+    let e = strip_zeros(e);
+    let value = (e.len() <= 8).then(|| e.iter().fold(0u64, |v, b| (v << 8) | u64::from(*b)));
+    match value {
+        Some(v) if v <= RSA_MAX_PUBLIC_EXPONENT => Ok(()),
+        _ => Err("the RSA public exponent is larger than 2^32, the most accepted".into()),
+    }
+}
+
 fn rsa_private_from_pkcs1(der: &[u8]) -> Result<Key, String> {
     let parsed = RsaPrivateKeyRef::from_der(der)
         .map_err(|_| "the RSA private key is not a valid PKCS#1 structure".to_owned())?;
     check_rsa_size(parsed.modulus.as_bytes())?;
+    check_rsa_exponent(parsed.public_exponent.as_bytes())?;
     let key = RsaSecret::try_from(parsed).map_err(|_| {
         "the RSA private key is invalid (inconsistent components, or more than two primes)"
             .to_owned()
@@ -414,6 +427,7 @@ fn rsa_public_from_pkcs1(der: &[u8]) -> Result<Key, String> {
     let parsed = RsaPublicKeyRef::from_der(der)
         .map_err(|_| "the RSA public key is not a valid PKCS#1 structure".to_owned())?;
     check_rsa_size(parsed.modulus.as_bytes())?;
+    check_rsa_exponent(parsed.public_exponent.as_bytes())?;
     let key = RsaPublic::try_from(parsed)
         .map_err(|_| "the RSA public key is invalid (bad modulus or exponent)".to_owned())?;
     Ok(Key::RsaPublic(Box::new(key)))
@@ -614,9 +628,10 @@ fn rsa_from_jwk(o: &Map<String, Value>, private: bool) -> Result<Key, String> {
     let e = b64_required(o, "e")?;
     let (n, e) = (strip_zeros(&n), strip_zeros(&e));
     check_rsa_size(n)?;
-    if e.is_empty() || e.len() > 8 {
+    if e.is_empty() {
         return Err("the RSA JWK's \"e\" is out of range".into());
     }
+    check_rsa_exponent(e)?;
     let e = BoxedUint::from_be_slice_vartime(e);
     if !private {
         let key = RsaPublic::new(BoxedUint::from_be_slice_vartime(n), e)
@@ -782,14 +797,10 @@ pub fn parse_key_material(alg: Alg, text: &str) -> Result<KeyMaterial, String> {
     }
     let looks_pem = text.contains("-----BEGIN ") && text.contains("-----END ");
     if alg.is_hmac() {
-        // An HMAC "secret" that is a PEM key is almost certainly a public key used by mistake,
-        // and anyone holding that public key could then forge tokens.
-        if looks_pem {
-            return Err(format!(
-                "a PEM key is not an HMAC secret: {} needs a shared secret; register the key \
-                 under an RS*, PS*, ES* or EdDSA algorithm instead",
-                alg.as_str()
-            ));
+        // An HMAC "secret" that is key material is almost certainly a public key used by
+        // mistake, and anyone holding that public key could then forge tokens.
+        if let Some(why) = not_a_secret(text) {
+            return Err(why.to_owned());
         }
         return hmac_material(alg, text.as_bytes().to_vec());
     }
@@ -803,6 +814,172 @@ pub fn parse_key_material(alg: Alg, text: &str) -> Result<KeyMaterial, String> {
         "a key for {} must be a PEM (-----BEGIN ...-----) or a JWK; this text is neither",
         alg.as_str()
     ))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Key material offered as an HMAC secret
+
+const ARMOUR: &str = "The text has PEM armour (-----BEGIN or -----END), so it is a key or \
+    certificate and not an HMAC secret: anyone holding the public key could sign tokens with it. \
+    Register the key under an RS*, PS*, ES* or EdDSA algorithm instead.";
+const SSH_KEY: &str = "The text is an SSH key, not an HMAC secret: anyone holding the public key \
+    could sign tokens with it.";
+const JSON_TEXT: &str =
+    "The text is a JSON object or array (such as a JWK without \"kty\", a JWKS \
+    or the output of token_store.jwks()), not an HMAC secret: give the secret itself, or an oct \
+    JWK with \"kty\": \"oct\".";
+const DER_KEY: &str = "The text is base64 or hex of a DER key structure (SubjectPublicKeyInfo, \
+    PKCS#1, PKCS#8 or similar), not an HMAC secret: anyone holding the public key could sign \
+    tokens with it.";
+const EC_POINT: &str = "The text is base64 or hex of an elliptic-curve public key, not an HMAC \
+    secret: anyone holding it could sign tokens with it.";
+
+/// Names that start an OpenSSH public key line (RFC 4253, RFC 5656, OpenSSH's sk- and cert types).
+const SSH_KEY_TYPES: [&str; 7] = [
+    "ssh-rsa",
+    "ssh-dss",
+    "ssh-ed25519",
+    "ssh-ed448",
+    "ecdsa-sha2-",
+    "sk-ssh-",
+    "sk-ecdsa-",
+];
+
+/// Why `text`, offered as an HMAC secret, is key material instead (a DETAIL sentence), or `None`.
+/// Refused: PEM armour in any case with or without its END line, SSH keys (OpenSSH lines, SSH2
+/// armour, bare wire-format blobs), JSON objects and arrays (and text that starts like one), and
+/// base64, base64url or hex that
+/// decodes to a DER structure (SPKI, PKCS#1, PKCS#8, SEC1, a certificate) or to an uncompressed
+/// P-256/P-384 point. Random secrets in any of those encodings pass.
+fn not_a_secret(text: &str) -> Option<&'static str> {
+    let lower = Zeroizing::new(text.to_ascii_lowercase());
+    if lower.contains("---- begin ssh2") || lower.contains("---- end ssh2") {
+        return Some(SSH_KEY);
+    }
+    if lower.contains("-----begin") || lower.contains("-----end") {
+        return Some(ARMOUR);
+    }
+    if lower
+        .split_ascii_whitespace()
+        .any(|word| SSH_KEY_TYPES.iter().any(|t| word.starts_with(t)))
+    {
+        return Some(SSH_KEY);
+    }
+    // JSON, or the start of it: `{"` or `[{` is how a JWK or JWKS begins, even cut short
+    let trimmed = text.trim();
+    let starts = |open: char, next: &[char]| {
+        trimmed
+            .strip_prefix(open)
+            .is_some_and(|rest| rest.trim_start().starts_with(next))
+    };
+    let bracketed = (trimmed.starts_with('{') && trimmed.ends_with('}'))
+        || (trimmed.starts_with('[') && trimmed.ends_with(']'))
+        || starts('{', &['"'])
+        || starts('[', &['{', '[', '"']);
+    if bracketed
+        || matches!(
+            serde_json::from_str::<Value>(trimmed),
+            Ok(Value::Object(_) | Value::Array(_))
+        )
+    {
+        return Some(JSON_TEXT);
+    }
+    decoded_forms(text).iter().find_map(|b| key_bytes(b))
+}
+
+/// `text` decoded as hex and as base64 or base64url (whitespace and padding ignored), where it is.
+fn decoded_forms(text: &str) -> Vec<Zeroizing<Vec<u8>>> {
+    let compact = Zeroizing::new(
+        text.bytes()
+            .filter(|b| !b.is_ascii_whitespace())
+            .collect::<Vec<u8>>(),
+    );
+    let mut out = Vec::new();
+    if compact.len() < 16 {
+        return out;
+    }
+    if compact.len() % 2 == 0 && compact.iter().all(u8::is_ascii_hexdigit) {
+        let hex = |c: u8| (c as char).to_digit(16).map(|d| d as u8).unwrap_or(0);
+        out.push(Zeroizing::new(
+            compact
+                .chunks(2)
+                .map(|p| hex(p[0]) << 4 | hex(p[1]))
+                .collect(),
+        ));
+    }
+    let end = compact
+        .iter()
+        .rposition(|b| *b != b'=')
+        .map_or(0, |p| p + 1);
+    let unpadded = Zeroizing::new(
+        compact[..end]
+            .iter()
+            .map(|b| match b {
+                b'-' => b'+',
+                b'_' => b'/',
+                b => *b,
+            })
+            .collect::<Vec<u8>>(),
+    );
+    if let Ok(bytes) = base64::engine::general_purpose::STANDARD_NO_PAD.decode(&unpadded[..]) {
+        out.push(Zeroizing::new(bytes));
+    }
+    out
+}
+
+/// One DER TLV with a low tag number and a definite length: (tag, contents, what follows).
+fn der_tlv(b: &[u8]) -> Option<(u8, &[u8], &[u8])> {
+    let (&tag, rest) = b.split_first()?;
+    if tag & 0x1f == 0x1f {
+        return None;
+    }
+    let (&first, rest) = rest.split_first()?;
+    let (len, rest) = if first < 0x80 {
+        (usize::from(first), rest)
+    } else {
+        let n = usize::from(first & 0x7f);
+        if n == 0 || n > 4 || rest.len() < n {
+            return None;
+        }
+        let len = rest[..n]
+            .iter()
+            .fold(0usize, |v, b| (v << 8) | usize::from(*b));
+        (len, &rest[n..])
+    };
+    (rest.len() >= len).then(|| (tag, &rest[..len], &rest[len..]))
+}
+
+/// What `bytes` are, when they are key material: a DER SEQUENCE filling them exactly whose
+/// contents are two or more well-formed elements (every key and certificate structure is), an
+/// SSH wire-format key blob, or an uncompressed point on P-256 or P-384.
+fn key_bytes(bytes: &[u8]) -> Option<&'static str> {
+    if let Some((0x30, mut contents, [])) = der_tlv(bytes) {
+        let mut elements = 0;
+        while let Some((_, _, rest)) = der_tlv(contents) {
+            contents = rest;
+            elements += 1;
+        }
+        if contents.is_empty() && elements >= 2 {
+            return Some(DER_KEY);
+        }
+    }
+    if let Some((len, rest)) = bytes.split_first_chunk::<4>() {
+        let len = u32::from_be_bytes(*len) as usize;
+        if (7..=64).contains(&len) && rest.len() > len {
+            let name = rest[..len].to_ascii_lowercase();
+            let ssh_name = name.starts_with(b"ssh-")
+                || SSH_KEY_TYPES.iter().any(|t| name.starts_with(t.as_bytes()));
+            if ssh_name {
+                return Some(SSH_KEY);
+            }
+        }
+    }
+    let on_curve = match bytes.len() {
+        65 => p256::PublicKey::from_sec1_bytes(bytes).is_ok(),
+        97 => p384::PublicKey::from_sec1_bytes(bytes).is_ok(),
+        _ => false,
+    };
+    on_curve.then_some(EC_POINT)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1976,10 +2153,12 @@ a79m1Oj/0JqezXlXoBqrjKRWOXUA
         for (alg, text) in cases {
             let e = err(alg, &text);
             assert!(!e.is_empty());
-            // sentence case, except the HMAC length message that starts with the alg name
+            // lowercase, except the HMAC length message that starts with the alg name and the
+            // refusals of key material as a secret, which are whole sentences
             let lowercase = e.starts_with(|c: char| c.is_ascii_lowercase());
+            let sentence = e.starts_with("The text ") && e.ends_with('.');
             assert!(
-                lowercase || e.contains("needs a secret of at least"),
+                lowercase || sentence || e.contains("needs a secret of at least"),
                 "lowercase: {e}"
             );
             for f in fragments(&text) {
@@ -2118,9 +2297,14 @@ a79m1Oj/0JqezXlXoBqrjKRWOXUA
         assert!(err.contains("oct"), "{err}");
         assert!(parse_key_material(Alg::HS256, r#"{"kty":"oct"}"#).is_err());
         assert!(parse_key_material(Alg::HS256, r#"{"kty":"oct","k":"!!"}"#).is_err());
-        // a JSON value that is not a JWK is just a secret
-        let m = parse_key_material(Alg::HS256, r#"{"not":"a jwk but long enough....."}"#).unwrap();
-        assert!(m.can_sign);
+        // a JSON object or array that is not a JWK is not a secret either (see
+        // public_key_material_is_never_an_hmac_secret); other JSON values are
+        let e = parse_key_material(Alg::HS256, r#"{"not":"a jwk but long enough....."}"#);
+        assert!(e
+            .unwrap_err()
+            .starts_with("The text is a JSON object or array"));
+        let m = parse_key_material(Alg::HS256, r#""a JSON string, long enough to be one""#);
+        assert!(m.unwrap().can_sign);
         // errors never echo the secret
         let e = parse_key_material(Alg::HS256, "hunter2").unwrap_err();
         assert!(!e.contains("hunter2"));
@@ -2143,5 +2327,295 @@ a79m1Oj/0JqezXlXoBqrjKRWOXUA
             json!({"kid": "h", "alg": "HS384", "kty": "oct"})
         );
         assert!(public_part(Alg::HS384, &m).is_err());
+    }
+
+    /// The DER inside a PEM text.
+    fn der_of(pem_text: &str) -> Vec<u8> {
+        pem::parse(pem_text).unwrap().into_contents()
+    }
+
+    fn ssh_blob(fields: &[&[u8]]) -> Vec<u8> {
+        let mut out = vec![];
+        for f in fields {
+            out.extend_from_slice(&(f.len() as u32).to_be_bytes());
+            out.extend_from_slice(f);
+        }
+        out
+    }
+
+    #[test]
+    fn public_key_material_is_never_an_hmac_secret() {
+        use base64::engine::general_purpose::{STANDARD, URL_SAFE};
+        let hex = |b: &[u8]| b.iter().map(|x| format!("{x:02x}")).collect::<String>();
+        let wrap = |t: &str| {
+            t.as_bytes()
+                .chunks(64)
+                .map(|c| std::str::from_utf8(c).unwrap())
+                .collect::<Vec<_>>()
+                .join("\n")
+        };
+        let ed_blob = ssh_blob(&[b"ssh-ed25519", &[7u8; 32]]);
+        let rsa_blob = ssh_blob(&[b"ssh-rsa", &[1, 0, 1], &der_of(RSA_SPKI)[33..290]]);
+        let sk_blob = ssh_blob(&[b"sk-ssh-ed25519@openssh.com", &[7u8; 32], b"ssh:"]);
+        let p256_point = {
+            let m = parse_key_material(Alg::ES256, P256_SPKI).unwrap();
+            match public_form(&decode_stored(Alg::ES256, &m).unwrap()).unwrap() {
+                PublicForm::Ec { point, .. } => point,
+                _ => unreachable!(),
+            }
+        };
+        let jwks = json!({"keys": [public_jwk(Alg::RS256, &parse_key_material(Alg::RS256, RSA_SPKI).unwrap(), "k")]});
+        let mut no_kty = jwks["keys"][0].clone();
+        no_kty.as_object_mut().unwrap().remove("kty");
+        let cases: Vec<(&str, String, &str)> = vec![
+            ("jwks", jwks.to_string(), "JSON object or array"),
+            (
+                "jwk without kty",
+                no_kty.to_string(),
+                "JSON object or array",
+            ),
+            (
+                "json array",
+                json!([no_kty]).to_string(),
+                "JSON object or array",
+            ),
+            (
+                "cut json",
+                format!("{{ \"n\": \"{A2_N}\""),
+                "JSON object or array",
+            ),
+            (
+                "cut json array",
+                format!("[{{\"n\": \"{A2_N}\""),
+                "JSON object or array",
+            ),
+            ("bracketed", format!("{{{A2_N}}}"), "JSON object or array"),
+            (
+                "spki base64",
+                STANDARD.encode(der_of(RSA_SPKI)),
+                "DER key structure",
+            ),
+            (
+                "spki base64 wrapped",
+                wrap(&STANDARD.encode(der_of(RSA_SPKI))),
+                "DER key structure",
+            ),
+            (
+                "spki base64url",
+                URL_SAFE_NO_PAD.encode(der_of(P256_SPKI)),
+                "DER key structure",
+            ),
+            (
+                "spki base64url padded",
+                URL_SAFE.encode(der_of(P384_SPKI)),
+                "DER key structure",
+            ),
+            (
+                "ed25519 spki",
+                STANDARD.encode(der_of(ED_SPKI)),
+                "DER key structure",
+            ),
+            ("spki hex", hex(&der_of(RSA_SPKI)), "DER key structure"),
+            (
+                "spki HEX",
+                hex(&der_of(ED_SPKI)).to_uppercase(),
+                "DER key structure",
+            ),
+            (
+                "pkcs1 public",
+                STANDARD.encode(der_of(RSA_P1PUB)),
+                "DER key structure",
+            ),
+            (
+                "pkcs8 private",
+                STANDARD.encode(der_of(P256_P8)),
+                "DER key structure",
+            ),
+            (
+                "sec1 private",
+                STANDARD.encode(der_of(P256_SEC1)),
+                "DER key structure",
+            ),
+            (
+                "ec point",
+                URL_SAFE_NO_PAD.encode(&p256_point),
+                "elliptic-curve",
+            ),
+            (
+                "ssh-ed25519",
+                format!("ssh-ed25519 {} me@host", STANDARD.encode(&ed_blob)),
+                "SSH key",
+            ),
+            (
+                "ssh-rsa",
+                format!("ssh-rsa {}", STANDARD.encode(&rsa_blob)),
+                "SSH key",
+            ),
+            (
+                "ssh options",
+                format!(
+                    "no-pty,from=\"x\" ssh-ed25519 {}",
+                    STANDARD.encode(&ed_blob)
+                ),
+                "SSH key",
+            ),
+            (
+                "ecdsa",
+                format!("ecdsa-sha2-nistp256 {}", STANDARD.encode(&ed_blob)),
+                "SSH key",
+            ),
+            (
+                "sk-ssh",
+                format!("sk-ssh-ed25519@openssh.com {}", STANDARD.encode(&sk_blob)),
+                "SSH key",
+            ),
+            (
+                "sk-ecdsa",
+                format!(
+                    "sk-ecdsa-sha2-nistp256@openssh.com {}",
+                    STANDARD.encode(&sk_blob)
+                ),
+                "SSH key",
+            ),
+            (
+                "SSH-RSA upper case",
+                format!("SSH-RSA {}", STANDARD.encode(&rsa_blob)),
+                "SSH key",
+            ),
+            ("bare ssh blob", STANDARD.encode(&rsa_blob), "SSH key"),
+            ("bare sk blob", STANDARD.encode(&sk_blob), "SSH key"),
+            (
+                "ssh2 armour",
+                format!(
+                    "---- BEGIN SSH2 PUBLIC KEY ----\n{}\n---- END SSH2 PUBLIC KEY ----",
+                    wrap(&STANDARD.encode(&ed_blob))
+                ),
+                "SSH key",
+            ),
+            (
+                "openssh private armour",
+                format!(
+                    "-----BEGIN OPENSSH PRIVATE KEY-----\n{}\n-----END OPENSSH PRIVATE KEY-----\n",
+                    STANDARD.encode([9u8; 80])
+                ),
+                "PEM armour",
+            ),
+            ("pem", RSA_SPKI.to_owned(), "PEM armour"),
+            (
+                "pem without end",
+                RSA_SPKI.replace("-----END PUBLIC KEY-----\n", ""),
+                "PEM armour",
+            ),
+            (
+                "pem end only",
+                RSA_SPKI.replace("-----BEGIN PUBLIC KEY-----\n", ""),
+                "PEM armour",
+            ),
+            ("lowercase pem", RSA_SPKI.to_lowercase(), "PEM armour"),
+            (
+                "mixed case pem",
+                ED_SPKI.replace("BEGIN", "bEgIn").replace("END", "eNd"),
+                "PEM armour",
+            ),
+            ("private pem", RSA_P8.to_owned(), "PEM armour"),
+            (
+                "certificate armour",
+                format!(
+                    "-----BEGIN CERTIFICATE-----\n{}",
+                    STANDARD.encode([1u8; 60])
+                ),
+                "PEM armour",
+            ),
+        ];
+        for alg in [Alg::HS256, Alg::HS384, Alg::HS512] {
+            for (name, text, says) in &cases {
+                let e = err(alg, text);
+                assert!(e.contains(says), "{name} for {alg:?}: {e}");
+                assert!(
+                    e.starts_with("The text ") && e.ends_with('.'),
+                    "{name}: {e}"
+                );
+            }
+        }
+        // the contract's JWK form still works, and so do secrets that merely look encoded
+        let k = URL_SAFE_NO_PAD.encode([5u8; 32]);
+        assert!(parse_key_material(Alg::HS256, &json!({"kty": "oct", "k": k}).to_string()).is_ok());
+        let random = crate::crypto::random_bytes(64);
+        let secrets = [
+            hex(&random),
+            STANDARD.encode(&random),
+            URL_SAFE_NO_PAD.encode(&random),
+            wrap(&STANDARD.encode(crate::crypto::random_bytes(200))),
+            "correct horse battery staple, and more words to be long enough for HS512".to_owned(),
+            format!("my-ssh-rsa-password-{}", hex(&random)),
+            format!("----- dashes, not armour ----- {}", hex(&random)),
+            format!("\"{}\"", hex(&random)),
+            // a DER SEQUENCE whose contents are not elements, and a point that is not on the curve
+            STANDARD.encode([[0x30, 0x3e].as_slice(), &[0xff; 62]].concat()),
+            URL_SAFE_NO_PAD.encode([[4u8].as_slice(), &[1u8; 64]].concat()),
+        ];
+        for text in &secrets {
+            assert!(parse_key_material(Alg::HS512, text).is_ok(), "{text}");
+        }
+        // asymmetric algorithms read the same texts as before
+        assert!(parse_key_material(Alg::RS256, RSA_SPKI).is_ok());
+        assert!(parse_key_material(Alg::EdDSA, ED_SPKI).is_ok());
+    }
+
+    #[test]
+    fn rsa_public_exponent_limit() {
+        use rsa::pkcs1::UintRef;
+        assert_eq!(RSA_MAX_PUBLIC_EXPONENT, 1 << 32);
+        let n = URL_SAFE_NO_PAD.decode(A2_N).unwrap();
+        let pkcs1_public = |e: u64| {
+            let e = e.to_be_bytes();
+            let der = RsaPublicKeyRef {
+                modulus: UintRef::new(&n).unwrap(),
+                public_exponent: UintRef::new(strip_zeros(&e)).unwrap(),
+            }
+            .to_der()
+            .unwrap();
+            pem::encode(&pem::Pem::new("RSA PUBLIC KEY", der))
+        };
+        let spki = |e: u64| {
+            let key =
+                RsaPublic::new(BoxedUint::from_be_slice_vartime(&n), BoxedUint::from(e)).unwrap();
+            key.to_public_key_pem(rsa::pkcs8::LineEnding::LF).unwrap()
+        };
+        let jwk = |e: u64| {
+            let e = e.to_be_bytes();
+            json!({"kty": "RSA", "n": A2_N, "e": URL_SAFE_NO_PAD.encode(strip_zeros(&e))})
+                .to_string()
+        };
+        // within the limit: every path accepts; 2^32 - 1 is the largest odd exponent allowed
+        for e in [3u64, 65537, (1 << 32) - 1] {
+            for text in [pkcs1_public(e), spki(e), jwk(e)] {
+                let m = parse_key_material(Alg::RS256, &text).unwrap();
+                assert!(load_key(Alg::RS256, &m).is_ok());
+            }
+            let set = json!({"keys": [{"kid": "k", "alg": "RS256", "kty": "RSA", "n": A2_N,
+                "e": URL_SAFE_NO_PAD.encode(strip_zeros(&e.to_be_bytes()))}]});
+            assert_eq!(jwks_entries(&set).unwrap().len(), 1);
+        }
+        // beyond it (the rsa crate alone would allow up to 2^33 - 1)
+        for e in [(1u64 << 32) + 1, (1 << 33) - 1] {
+            for text in [pkcs1_public(e), spki(e), jwk(e)] {
+                let msg = err(Alg::RS256, &text);
+                assert!(msg.contains("exponent is larger than 2^32"), "{e}: {msg}");
+            }
+            let set = json!({"keys": [{"kid": "k", "alg": "RS256", "kty": "RSA", "n": A2_N,
+                "e": URL_SAFE_NO_PAD.encode(strip_zeros(&e.to_be_bytes()))}]});
+            let msg = jwks_entries(&set).unwrap_err();
+            assert!(
+                msg.contains("\"k\"") && msg.contains("exponent is larger"),
+                "{msg}"
+            );
+        }
+        // far beyond, and in a private JWK (checked before its private members)
+        let mut private = a2_private();
+        private["e"] = URL_SAFE_NO_PAD.encode([1u8; 9]).into();
+        assert!(err(Alg::RS256, &private.to_string()).contains("exponent is larger"));
+        private["e"] = URL_SAFE_NO_PAD.encode([0, 0, 1, 0, 0, 0, 1]).into();
+        assert!(err(Alg::RS256, &private.to_string()).contains("exponent is larger"));
     }
 }

@@ -50,12 +50,16 @@ def test_claims_nested_beyond_the_documented_depth_are_refused(ts, conn):
         text = '{"sub":"deep","d":' + '{"n":' * depth + "1" + "}" * depth + "}"
         with ts.expect_error("54001", "claims are nested too deeply") as info:
             ts.one(conn, "SELECT token_store.jwt_issue(%s::jsonb, '1 minute', %s)", (text, KID))
-        assert "at most 64" in info.value.diag.message_detail
+        assert "at most 64 levels" in info.value.diag.message_detail
     arrays = [[[[]]]]
     for _ in range(100):
         arrays = [arrays]
     with ts.expect_error("54001", "claims are nested too deeply"):
         ts.issue(conn, {"sub": "deep", "a": arrays}, kid=KID)
+    with ts.expect_error("22023", "claims cannot be used") as info:
+        ts.one(conn, "SELECT token_store.jwt_issue(%s::jsonb, '1 minute', %s)",
+               ('{"sub": "long", "n": ' + "9" * 1001 + "}", KID))
+    assert "1000 digits" in info.value.diag.message_detail
     deep_jwks = {"keys": [nested(100)]}
     with ts.expect_error("54001", "JWKS documents are nested too deeply"):
         ts.one(conn, "SELECT token_store.import_jwks(%s)", (Jsonb(deep_jwks),))

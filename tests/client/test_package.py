@@ -4,7 +4,9 @@ cluster, at PostgreSQL's paths; META.json is a valid PGXN meta-spec 1.0.0 docume
 The .deb is built once per run with `scripts/package.sh --debug`: scripts/test.sh installs the
 debug build, so its files can be compared byte for byte with the installed ones (the release build
 differs only in cargo's profile and xz compression). It is never installed here (no dpkg -i): the
-test cluster already runs the very same files."""
+test cluster already runs the very same files. scripts/test.sh runs the cluster from a private copy
+of the PostgreSQL installation (TS_PRIVATE_PG, which mirrors the original paths under it); the
+package is built for the original installation (TS_ORIGINAL_PG_CONFIG) and compared with the copy."""
 
 from __future__ import annotations
 
@@ -28,24 +30,33 @@ def cargo_version() -> str:
     return re.search(r'^version\s*=\s*"([^"]+)"', (ROOT / "Cargo.toml").read_text(), re.M).group(1)
 
 
-def pg_config(ts, flag: str) -> str:
-    return subprocess.run([str(ts.pgbin / "pg_config"), flag], capture_output=True, text=True, check=True).stdout.strip()
+def pg_config(path: str, flag: str) -> str:
+    return subprocess.run([path, flag], capture_output=True, text=True, check=True).stdout.strip()
 
 
 @pytest.fixture(scope="module")
 def paths(ts):
-    major = re.match(r"PostgreSQL (\d+)", pg_config(ts, "--version")).group(1)
-    libdir, extdir = pg_config(ts, "--pkglibdir"), pg_config(ts, "--sharedir") + "/extension"
-    if major == "15":  # the Debian layout the package is for
-        assert (libdir, extdir) == ("/usr/lib/postgresql/15/lib", "/usr/share/postgresql/15/extension")
-    return {"major": major, "libdir": libdir, "extdir": extdir, "name": f"postgresql-{major}-token-store"}
+    """The package's paths (those of the original installation) and the test cluster's (its copy)."""
+    private = str(ts.pgbin / "pg_config")
+    original = os.environ.get("TS_ORIGINAL_PG_CONFIG") or private
+    major = re.match(r"PostgreSQL (\d+)", pg_config(original, "--version")).group(1)
+    libdir, extdir = pg_config(original, "--pkglibdir"), pg_config(original, "--sharedir") + "/extension"
+    installed_libdir = pg_config(private, "--pkglibdir")
+    installed_extdir = pg_config(private, "--sharedir") + "/extension"
+    if original != private:
+        root = os.environ["TS_PRIVATE_PG"]
+        assert (installed_libdir, installed_extdir) == (root + libdir, root + extdir)
+    if original == f"/usr/lib/postgresql/{major}/bin/pg_config":  # the Debian layout the package is for
+        assert (libdir, extdir) == (f"/usr/lib/postgresql/{major}/lib", f"/usr/share/postgresql/{major}/extension")
+    return {"major": major, "libdir": libdir, "extdir": extdir, "name": f"postgresql-{major}-token-store",
+            "pg_config": original, "installed": {libdir: installed_libdir, extdir: installed_extdir}}
 
 
 @pytest.fixture(scope="module")
-def deb(ts, paths) -> Path:
+def deb(paths) -> Path:
     out = subprocess.run(["bash", str(ROOT / "scripts" / "package.sh"), "--debug"], cwd=ROOT,
                          capture_output=True, text=True, timeout=1800,
-                         env={**os.environ, "PG_CONFIG": str(ts.pgbin / "pg_config")})
+                         env={**os.environ, "PG_CONFIG": paths["pg_config"]})
     assert out.returncode == 0, f"scripts/package.sh failed:\n{out.stdout[-3000:]}\n{out.stderr[-5000:]}"
     path = Path(out.stdout.strip().splitlines()[-1])
     arch = subprocess.run(["dpkg", "--print-architecture"], capture_output=True, text=True, check=True).stdout.strip()
@@ -98,10 +109,13 @@ def test_extracted_files_are_the_installed_ones(deb, paths, tmp_path):
     files = deb_files(deb)
     compared = 0
     for path in files:
-        if path.startswith((paths["libdir"] + "/", paths["extdir"] + "/")):
-            assert filecmp.cmp(tmp_path / "root" / path.lstrip("/"), path, shallow=False), (
-                f"{path} in the package differs from the installed one")
-            compared += 1
+        for packaged, installed in paths["installed"].items():
+            if path.startswith(packaged + "/"):
+                installed_path = installed + path[len(packaged):]
+                assert filecmp.cmp(tmp_path / "root" / path.lstrip("/"), installed_path, shallow=False), (
+                    f"{path} in the package differs from the installed {installed_path}")
+                compared += 1
+                break
     assert compared >= 3
     # and DEBIAN/md5sums describes what was extracted
     sums = {}

@@ -1,5 +1,6 @@
 """Replicas: a primary and its streaming hot standby (pg_basebackup -R), both started here on
-ports 54352/54353 (spare ones when taken) under target/, removed at the end even on failure.
+ports 54352/54353 (spare ones when taken) in a temporary directory (scripts/test.sh: its per-run
+one), removed at the end even on failure.
 
 On the standby, jwt_verify, jwt_valid, jwt_introspect and jwks answer from the replayed rows; every
 write raises 25006 with a hint to write on the primary; no purge worker (nor its launcher) runs and

@@ -5,8 +5,13 @@ two kinds, issued, stored and revoked tokens, a subject revocation), update, and
 still works (tokens verify, the revoked one stays refused, payloads decrypt) and that the schema is
 the one a fresh install of the current version has. pg_dump leaves an extension's member objects out
 of a dump, so the schema is compared as the catalogs describe it: every member object with its full
-definition, privileges, owner-independent options and comment."""
+definition, privileges, owner-independent options and comment.
 
+An archived install script is copied into the extension directory of the PostgreSQL under test;
+that is only done in a private copy of PostgreSQL (scripts/test.sh makes one per run and names it in
+TS_PRIVATE_PG), never in an installation of the host."""
+
+import os
 import re
 import shutil
 import subprocess
@@ -24,6 +29,16 @@ DB = "ts_upgrade"
 def sharedir(ts) -> Path:
     out = subprocess.run([str(ts.pgbin / "pg_config"), "--sharedir"], capture_output=True, text=True, check=True)
     return Path(out.stdout.strip()) / "extension"
+
+
+def private_extension_dir(ts) -> Path:
+    """The extension directory, when it belongs to the private copy of PostgreSQL of this run."""
+    ext = sharedir(ts)
+    private = os.environ.get("TS_PRIVATE_PG")
+    if not private or not ext.resolve().is_relative_to(Path(private).resolve()):
+        pytest.fail(f"refusing to copy archived install scripts into {ext}: it is not a private copy of "
+                    "PostgreSQL (run the tests through scripts/test.sh, which makes one and sets TS_PRIVATE_PG)")
+    return ext
 
 
 def current_version(ts) -> str:
@@ -114,10 +129,9 @@ def test_there_is_an_older_release_to_update_from():
 
 
 def install_archived(ts, old: str):
-    ext = sharedir(ts)
-    target = ext / f"token_store--{old}.sql"
-    if not target.exists():
-        shutil.copyfile(RELEASED / target.name, target)
+    # always the archived text: a file left by an older build of this tree must not stand in for it
+    name = f"token_store--{old}.sql"
+    shutil.copyfile(RELEASED / name, private_extension_dir(ts) / name)
 
 
 @pytest.mark.parametrize("old", OLDER)

@@ -1,9 +1,9 @@
-"""The launcher and its purge workers, on a throwaway cluster (port 54354 or a spare one, under
-target/) whose token_store.databases names databases that do not exist yet: such a database is
-waited on quietly (one LOG line, no FATAL loop) and purged once created, without a restart; a
-reload changes the interval (0 pauses); a terminated worker or launcher comes back, and a restarted
-launcher adopts the running workers. Last, a million expired rows are purged while another
-session keeps verifying: the figures go to target/purge-under-load.json."""
+"""The launcher and its purge workers, on a throwaway cluster (port 54354 or a spare one, in a
+temporary directory) whose token_store.databases names databases that do not exist yet: such a
+database is waited on quietly (one LOG line, no FATAL loop) and purged once created, without a
+restart; a reload changes the interval (0 pauses); a terminated worker or launcher comes back, and
+a restarted launcher adopts the running workers. Last, a million expired rows are purged while
+another session keeps verifying: the figures go to target/purge-under-load.json."""
 
 import json
 import os

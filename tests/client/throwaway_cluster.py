@@ -2,9 +2,10 @@
 (test_standby.py, test_worker_launcher.py), so the shared cluster of TS_PGPORT is never disturbed.
 
 A cluster is made by scripts/lib.sh's cluster_init (token_store preloaded, its own encryption key,
-wal_level replica, loopback only) in a fresh directory under target/, owned by postgres when the
-tests run as root. `clusters()` yields a factory and, even on failure, stops every server it
-started and removes the directories."""
+wal_level replica, loopback only) in a fresh directory under TS_THROWAWAY_DIR (scripts/test.sh points
+it into its per-run temporary directory; default: the system's temporary directory), owned by
+postgres when the tests run as root. `clusters()` yields a factory and, even on failure, stops every
+server it started and removes the directories."""
 
 from __future__ import annotations
 
@@ -182,9 +183,9 @@ def _same_duration(shown: str, wanted: str) -> bool:
 def clusters(prefix: str, pgbin: Path):
     """A factory `make(name, port) -> Cluster` (on `port`, or a spare one when it is taken);
     everything is stopped and removed at the end."""
-    TARGET.mkdir(exist_ok=True)
-    root = Path(tempfile.mkdtemp(prefix=prefix, dir=TARGET))
-    root.chmod(0o755)  # postgres must reach its directories inside
+    base = os.environ.get("TS_THROWAWAY_DIR") or tempfile.gettempdir()
+    root = Path(tempfile.mkdtemp(prefix=prefix, dir=base))
+    root.chmod(0o755)  # postgres must reach its directories inside (only this new directory changes)
     made: list[Cluster] = []
 
     def make(name: str, port: int) -> Cluster:
