@@ -138,6 +138,23 @@ _pg_find_tarball() {
     echo "$t"
 }
 
+# _pg_step LOG CMD...: run CMD with its output appended to LOG, printing a line each minute while it
+# runs (a build is silent for minutes otherwise).
+_pg_step() {
+    local logf="$1" start=$SECONDS pid rc=0 n=0
+    shift
+    "$@" >>"$logf" 2>&1 &
+    pid=$!
+    while kill -0 "$pid" 2>/dev/null; do
+        sleep 1
+        n=$((n + 1))
+        [ $((n % 60)) = 0 ] && printf '==> [pg %s]     ... still running (%d min; %d objects compiled so far)\n' \
+            "${_PG_MAJOR:-?}" $(((SECONDS - start) / 60)) "$(grep -c ' -o [^ ]*\.o ' "$logf")" >&2
+    done
+    wait "$pid" || rc=$?
+    return $rc
+}
+
 # pg_from_source MAJOR: prints the pg_config of a cached build of PostgreSQL MAJOR, building it first
 # if needed. Returns 0, 3 (skipped: no source) or 1 (failure).
 pg_from_source() {
@@ -205,17 +222,17 @@ pg_from_source() {
         printf '\n### configure\n' >>"$logf"
         echo "==> [pg $major] configure" >&2
         # --with-openssl: contrib/pgcrypto is only built with OpenSSL. No ICU, readline, NLS, LLVM.
-        ./configure --prefix="$dir" --without-icu --without-readline --with-openssl --with-zlib \
-            >>"$logf" 2>&1 || exit 1
+        _pg_step "$logf" ./configure --prefix="$dir" --without-icu --without-readline --with-openssl \
+            --with-zlib || exit 1
         echo "==> [pg $major] make: server, client tools, pg_regress ($(nproc) jobs)" >&2
         printf '\n### make\n' >>"$logf"
-        make -j"$(nproc)" >>"$logf" 2>&1 || exit 1
+        _pg_step "$logf" make -j"$(nproc)" || exit 1
         echo "==> [pg $major] make: contrib/pgcrypto" >&2
-        make -j"$(nproc)" -C contrib/pgcrypto >>"$logf" 2>&1 || exit 1
+        _pg_step "$logf" make -j"$(nproc)" -C contrib/pgcrypto || exit 1
         echo "==> [pg $major] install" >&2
         printf '\n### install\n' >>"$logf"
-        make install >>"$logf" 2>&1 || exit 1
-        make -C contrib/pgcrypto install >>"$logf" 2>&1 || exit 1
+        _pg_step "$logf" make install || exit 1
+        _pg_step "$logf" make -C contrib/pgcrypto install || exit 1
         # What the test tiers rely on, checked before the build is called complete. A prefix without
         # "postgres" in it gets lib/postgresql, share/postgresql and include/postgresql.
         for f in bin/pg_config bin/postgres bin/initdb bin/pg_ctl bin/psql bin/pgbench bin/pg_dump \
