@@ -68,6 +68,11 @@ check "rebuilt dir has a stamp" yes "$([ -f "$TS_PG_CACHE/pg-98.1-$sha/.token_st
 source "$BUILD"
 out="$(pg_from_source 98 2>/dev/null)"; rc=$?
 check "sourced pg_from_source" "0 $TS_PG_CACHE/pg-98.1-$sha/bin/pg_config" "$rc $out"
+# as scripts that use `set -euo pipefail` (scripts/lib.sh) source it
+out="$(set -euo pipefail; source "$BUILD"; cfg="$(pg_from_source 98 2>/dev/null)"; echo "got $cfg")"
+check "sourced under set -euo pipefail" "got $TS_PG_CACHE/pg-98.1-$sha/bin/pg_config" "$out"
+out="$(set -euo pipefail; source "$BUILD"; rc=0; pg_from_source 16 2>/dev/null || rc=$?; echo "rc $rc")"
+check "skip under set -euo pipefail returns 3" "rc 3" "$out"
 
 fake_tarball 97 97.0 0
 "$BUILD" 97 >/dev/null 2>"$WORK/err"; rc=$?
