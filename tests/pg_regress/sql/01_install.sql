@@ -1,6 +1,9 @@
 -- Installing: one command, one schema, three roles, settings with their defaults.
 CREATE EXTENSION token_store;
-\dx token_store
+-- from the catalogs, not \dx: psql 18 added a column to \dx
+SELECT e.extname, e.extversion, a.default_version, e.extnamespace::regnamespace AS schema,
+       obj_description(e.oid, 'pg_extension') AS description
+  FROM pg_extension e JOIN pg_available_extensions a ON a.name = e.extname WHERE e.extname = 'token_store';
 SELECT nspname FROM pg_namespace WHERE nspname = 'token_store';
 SELECT rolname, rolcanlogin FROM pg_roles WHERE rolname LIKE 'token_store_%' ORDER BY 1;
 SHOW token_store.require_stored;

@@ -16,7 +16,10 @@ SELECT * FROM token_store.keys;
 \echo :LAST_ERROR_SQLSTATE
 SELECT token_store.purge();
 \echo :LAST_ERROR_SQLSTATE
+-- The SQLSTATE only: PostgreSQL's own wording of this refusal changed in 16.
+\set VERBOSITY sqlstate
 SHOW token_store.encryption_key;
+\set VERBOSITY default
 \echo :LAST_ERROR_SQLSTATE
 SELECT count(*) FROM pg_settings WHERE name = 'token_store.encryption_key';
 RESET ROLE;
