@@ -312,3 +312,54 @@ private_run_cleanup() {
     stage_report
     return $rc
 }
+
+# ---- the test tiers, shared by scripts/test.sh and scripts/test-matrix.sh ----------------------
+# Each runs against the private copy private_run_dir made ($TS_TMP, PG_CONFIG, PGBIN, PGRX_HOME).
+
+# The #[pg_test]s (and any Rust test of the extension crate), on pgrx's own cluster.
+run_pg_tests() {
+    local data="$TS_TMP/pgrx-data"   # pgrx makes its cluster in a new directory under it
+    mkdir -p "$data"
+    if [ "$(id -u)" = 0 ]; then
+        chown postgres: "$data"
+        cargo pgrx test "pg$PG_MAJOR" --runas postgres --pgdata "$data"
+    else
+        cargo pgrx test "pg$PG_MAJOR" --pgdata "$data"
+    fi
+}
+
+# Start the cluster the contract and client tiers share: sets CLUSTER and PORT.
+start_test_cluster() {
+    CLUSTER="$TS_TMP/cluster"
+    PORT="${TS_TEST_PORT:-54339}"
+    TS_WORKER_DBS="ts_client,ts_client2" cluster_init "$CLUSTER" "$PORT"
+    cluster_start "$CLUSTER"
+}
+
+# The pg_regress contract suite against the cluster of start_test_cluster.
+run_regress() {
+    local pg_regress out tests
+    pg_regress="$(dirname "$("$PG_CONFIG" --pgxs)")/../test/regress/pg_regress"
+    out="$TS_TMP/regress"
+    mkdir -p "$out"
+    tests=$(cd "$TS_ROOT/tests/pg_regress/sql" && ls *.sql | sed 's/\.sql$//' | sort)
+    # shellcheck disable=SC2086
+    if ! PGUSER=postgres "$pg_regress" --bindir="$PGBIN" --host=127.0.0.1 --port="$PORT" \
+            --inputdir="$TS_ROOT/tests/pg_regress" --outputdir="$out" --dbname=ts_regress $tests; then
+        cat "$out/regression.diffs" >&2 || true
+        return 1
+    fi
+}
+
+# The client tests (pytest ARGS...) against the cluster of start_test_cluster; all of
+# tests/client unless the arguments name test files or directories themselves.
+run_client_tests() {
+    mkdir -p "$TS_TMP/throwaway" "$TS_TMP/pytest"
+    export TS_PGHOST=127.0.0.1 TS_PGPORT="$PORT" TS_CLUSTER_DIR="$CLUSTER" TS_PGBIN="$PGBIN" \
+        TS_THROWAWAY_DIR="$TS_TMP/throwaway"
+    local targets=(tests/client) a
+    for a in "$@"; do
+        [[ "$a" != -* && -e "${a%%::*}" ]] && targets=()
+    done
+    "$TS_ROOT/.venv/bin/python" -m pytest -q --basetemp="$TS_TMP/pytest" "${targets[@]}" "$@"
+}

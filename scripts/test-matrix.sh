@@ -56,44 +56,18 @@ run_version() (
     stage "private PostgreSQL $PG_MAJOR"
     private_run_dir
 
-    stage "pg$major tier 1+2: Rust unit tests and #[pg_test]s"
-    PGRX_DATA="$TS_TMP/pgrx-data"
-    mkdir -p "$PGRX_DATA"
-    if [ "$(id -u)" = 0 ]; then
-        chown postgres: "$PGRX_DATA"
-        cargo pgrx test "pg$major" --runas postgres --pgdata "$PGRX_DATA"
-    else
-        cargo pgrx test "pg$major" --pgdata "$PGRX_DATA"
-    fi
+    stage "pg$major tier 2: #[pg_test]s (the core crate's tests do not depend on the version: scripts/test.sh runs them)"
+    run_pg_tests
 
     stage "pg$major: build and install into the private copy"
     install_extension
 
     stage "pg$major tier 3: pg_regress contract suite"
-    CLUSTER="$TS_TMP/cluster"
-    PORT="${TS_TEST_PORT:-54339}"
-    TS_WORKER_DBS="ts_client,ts_client2" cluster_init "$CLUSTER" "$PORT"
-    cluster_start "$CLUSTER"
-    PG_REGRESS="$(dirname "$("$PG_CONFIG" --pgxs)")/../test/regress/pg_regress"
-    REGRESS_OUT="$TS_TMP/regress"
-    mkdir -p "$REGRESS_OUT"
-    tests=$(cd tests/pg_regress/sql && ls *.sql | sed 's/\.sql$//' | sort)
-    # shellcheck disable=SC2086
-    if ! PGUSER=postgres "$PG_REGRESS" --bindir="$PGBIN" --host=127.0.0.1 --port="$PORT" \
-            --inputdir=tests/pg_regress --outputdir="$REGRESS_OUT" --dbname=ts_regress $tests; then
-        cat "$REGRESS_OUT/regression.diffs" >&2 || true
-        exit 1
-    fi
+    start_test_cluster
+    run_regress
 
     stage "pg$major tier 4: client-level tests"
-    mkdir -p "$TS_TMP/throwaway" "$TS_TMP/pytest"
-    export TS_PGHOST=127.0.0.1 TS_PGPORT="$PORT" TS_CLUSTER_DIR="$CLUSTER" TS_PGBIN="$PGBIN" \
-        TS_THROWAWAY_DIR="$TS_TMP/throwaway"
-    targets=(tests/client)   # unless the arguments name test files or directories themselves
-    for a in "$@"; do
-        [[ "$a" != -* && -e "${a%%::*}" ]] && targets=()
-    done
-    "$ROOT/.venv/bin/python" -m pytest -q --basetemp="$TS_TMP/pytest" "${targets[@]}" "$@"
+    run_client_tests "$@"
     cluster_stop "$CLUSTER"
     log "PostgreSQL $major: every tier passed; its stage times:"
 )

@@ -49,34 +49,16 @@ stage "tier 1: the core crate's Rust tests (no PostgreSQL)"
 cargo test -p token_store_core
 
 stage "tier 2: #[pg_test]s"
-PGRX_DATA="$TS_TMP/pgrx-data"   # pgrx makes its cluster in a new directory under it
-mkdir -p "$PGRX_DATA"
-if [ "$(id -u)" = 0 ]; then
-    chown postgres: "$PGRX_DATA"
-    cargo pgrx test "pg$PG_MAJOR" --runas postgres --pgdata "$PGRX_DATA"
-else
-    cargo pgrx test "pg$PG_MAJOR" --pgdata "$PGRX_DATA"
-fi
+run_pg_tests
 
 stage "build and install into the private copy"
 install_extension
 
 stage "start the test cluster"
-CLUSTER="$TS_TMP/cluster"
-PORT="${TS_TEST_PORT:-54339}"
-TS_WORKER_DBS="ts_client,ts_client2" cluster_init "$CLUSTER" "$PORT"
-cluster_start "$CLUSTER"
+start_test_cluster
 
 stage "tier 3: pg_regress contract suite"
-PG_REGRESS="$(dirname "$("$PG_CONFIG" --pgxs)")/../test/regress/pg_regress"
-REGRESS_OUT="$TS_TMP/regress"
-mkdir -p "$REGRESS_OUT"
-tests=$(cd tests/pg_regress/sql && ls *.sql | sed 's/\.sql$//' | sort)
-if ! PGUSER=postgres "$PG_REGRESS" --bindir="$PGBIN" --host=127.0.0.1 --port="$PORT" \
-        --inputdir=tests/pg_regress --outputdir="$REGRESS_OUT" --dbname=ts_regress $tests; then
-    cat "$REGRESS_OUT/regression.diffs" >&2 || true
-    exit 1
-fi
+run_regress
 
 if [ "$fast" = 1 ]; then
     cluster_stop "$CLUSTER"
@@ -85,27 +67,14 @@ if [ "$fast" = 1 ]; then
 fi
 
 stage "tier 4: client-level tests against the cluster"
-mkdir -p "$TS_TMP/throwaway" "$TS_TMP/pytest"
-export TS_PGHOST=127.0.0.1 TS_PGPORT="$PORT" TS_CLUSTER_DIR="$CLUSTER" TS_PGBIN="$PGBIN" \
-    TS_THROWAWAY_DIR="$TS_TMP/throwaway"
-targets=(tests/client)   # unless the arguments name test files or directories themselves
-for a in "${pytest_args[@]}"; do
-    [[ "$a" != -* && -e "${a%%::*}" ]] && targets=()
-done
-"$TS_ROOT/.venv/bin/python" -m pytest -q --basetemp="$TS_TMP/pytest" "${targets[@]}" "${pytest_args[@]}"
+run_client_tests "${pytest_args[@]}"
 cluster_stop "$CLUSTER"
 
 stage "fuzzing"
 log "fuzzing: each target for ${TS_FUZZ_SECONDS:-30}s (seeds in fuzz/corpus, found crashes kept in fuzz/regressions)"
-# The fuzz targets are plain binaries (nothing is installed): they build against the original
-# installation's headers through a PGRX_HOME of their own that stays put, so that the release build
-# in fuzz/target is not redone on every run.
-FUZZ_PGRX_HOME="$TS_ROOT/target/pgrx-fuzz-home"
-mkdir -p "$FUZZ_PGRX_HOME"
-fuzz_conf="$(printf '[configs]\npg%s = "%s"\n' "$PG_MAJOR" "$TS_ORIGINAL_PG_CONFIG")"
-[ "$(cat "$FUZZ_PGRX_HOME/config.toml" 2>/dev/null)" = "$fuzz_conf" ] || echo "$fuzz_conf" > "$FUZZ_PGRX_HOME/config.toml"
+# The fuzz targets depend on the core crate only (no pgrx, no PostgreSQL).
 fuzz_target() {   # fuzz_target TARGET LOG
-    PGRX_HOME="$FUZZ_PGRX_HOME" RUSTC_BOOTSTRAP=1 cargo fuzz run -O "$1" "target/fuzz-corpus/$1" "fuzz/corpus/$1" "fuzz/regressions/$1" \
+    RUSTC_BOOTSTRAP=1 cargo fuzz run -O "$1" "target/fuzz-corpus/$1" "fuzz/corpus/$1" "fuzz/regressions/$1" \
         -- -max_total_time="${TS_FUZZ_SECONDS:-30}" -rss_limit_mb=2048 -print_final_stats=1 >"$2" 2>&1
 }
 for target in $(cd fuzz/fuzz_targets && ls *.rs | sed 's/\.rs$//'); do
