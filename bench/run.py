@@ -192,7 +192,8 @@ class Bench:
         cluster's own directory, so another install of token_store.so cannot swap it)."""
         pid = self.backend_pid()
         maps = Path(f"/proc/{pid}/maps").read_text().splitlines()
-        paths = {line.split()[-1] for line in maps if "token_store" in line}
+        # by file name: the private copy of PostgreSQL itself lives under /tmp/token_store-run.*
+        paths = {line.split()[-1] for line in maps if line.split()[-1].endswith("/token_store.so")}
         self.results["config"]["library_mapped"] = sorted(paths)
         if self.args.lib:
             want = str(Path(self.args.lib).resolve())
