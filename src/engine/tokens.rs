@@ -308,7 +308,10 @@ pub fn issue(claims: &str, ttl: (i32, i32, i64), kid: Option<&str>) -> TsResult<
 /// The longest `reason` a revocation keeps, in bytes; it is stored in clear.
 pub const MAX_REASON_BYTES: usize = 1024;
 
-pub(super) fn check_reason(reason: Option<&str>) -> TsResult<()> {
+/// What every revoking function does first: refuse on a standby and an over-long reason, and mark
+/// the transaction for `token_store.synchronous_revocation`.
+fn begin_revocation(what: &'static str, reason: Option<&str>) -> TsResult<()> {
+    ensure_primary(what)?;
     match reason {
         Some(r) if r.len() > MAX_REASON_BYTES => Err(TsError::TooLong {
             message: "revoke reason is too long".into(),
@@ -317,17 +320,18 @@ pub(super) fn check_reason(reason: Option<&str>) -> TsResult<()> {
                 r.len()
             ),
         }),
-        _ => Ok(()),
+        _ => {
+            replication::revoked();
+            Ok(())
+        }
     }
 }
 
 /// `jwt_revoke`: true if this call revoked it. An unstored, correctly signed token gets a revoked row.
 pub fn revoke(token: &str, reason: Option<&str>) -> TsResult<bool> {
-    ensure_primary("jwt_revoke")?;
-    check_reason(reason)?;
+    begin_revocation("jwt_revoke", reason)?;
     let (parsed, key) = authenticate(token)?;
     let hash = jws::token_hash(&parsed);
-    replication::revoked();
     if let Some(changed) = storage::revoke_by_hash(&hash, reason)? {
         return Ok(changed);
     }
@@ -343,16 +347,12 @@ pub fn revoke(token: &str, reason: Option<&str>) -> TsResult<bool> {
 
 /// `jwt_revoke_id`: true if this call revoked the stored token with this row id.
 pub fn revoke_id(id: [u8; 16], reason: Option<&str>) -> TsResult<bool> {
-    ensure_primary("jwt_revoke_id")?;
-    check_reason(reason)?;
-    replication::revoked();
+    begin_revocation("jwt_revoke_id", reason)?;
     storage::revoke_by_id(id, reason)
 }
 
 /// `jwt_revoke_subject`: revoke the subject's stored tokens and refuse its older ones.
 pub fn revoke_subject(subject: &str, reason: Option<&str>) -> TsResult<i64> {
-    ensure_primary("jwt_revoke_subject")?;
-    check_reason(reason)?;
-    replication::revoked();
+    begin_revocation("jwt_revoke_subject", reason)?;
     storage::revoke_subject(subject, reason)
 }
