@@ -1,4 +1,4 @@
-//! What the SQL functions do, between the pure JWT/crypto code and the SPI in `storage.rs`.
+//! What the SQL functions do, between the pure JWT/crypto code and the storage layer in `storage/`.
 
 use pgrx::pg_sys;
 use serde_json::{Map, Value};

@@ -1,0 +1,3 @@
+-- token_store 0.2.0 -> 0.3.0
+-- Never edit once released. tests/client/test_upgrade.py installs every older release, makes data,
+-- runs ALTER EXTENSION token_store UPDATE and compares every object with a fresh 0.3.0 install.
