@@ -5,6 +5,7 @@
 #
 #   scripts/test.sh                      everything (what CI runs)
 #   scripts/test.sh --fast               the core crate's tests, #[pg_test]s and pg_regress only
+#   scripts/test.sh --no-fuzz            every tier but fuzzing (for development)
 #   scripts/test.sh --pg-config PATH     against another PostgreSQL installation (or set PG_CONFIG)
 #   scripts/test.sh -- ARGS...           ARGS go to pytest (e.g. -- tests/client/test_worker.py -x)
 #
@@ -17,10 +18,12 @@
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 fast=0
+fuzz=1
 pytest_args=()
 while [ "$#" -gt 0 ]; do
     case "$1" in
         --fast) fast=1 ;;
+        --no-fuzz) fuzz=0 ;;
         --pg-config) [ "$#" -ge 2 ] || die "--pg-config needs a path"; PG_CONFIG="$2"; shift ;;
         --pg-config=*) PG_CONFIG="${1#*=}" ;;
         --) shift; pytest_args=("$@"); break ;;
@@ -69,6 +72,11 @@ fi
 stage "tier 4: client-level tests against the cluster"
 run_client_tests "${pytest_args[@]}"
 cluster_stop "$CLUSTER"
+
+if [ "$fuzz" = 0 ]; then
+    log "passed (no fuzzing: --no-fuzz)"
+    exit 0
+fi
 
 stage "fuzzing"
 log "fuzzing: each target for ${TS_FUZZ_SECONDS:-30}s (seeds in fuzz/corpus, found crashes kept in fuzz/regressions)"
