@@ -112,10 +112,10 @@ impl TsError {
         let mut report =
             ErrorReport::new(code, message, "token_store").set_domain(crate::logging::DOMAIN);
         if let Some(d) = detail {
-            report = report.set_detail(d);
+            report = report.set_detail(sentence(d));
         }
         if let Some(h) = hint {
-            report = report.set_hint(h);
+            report = report.set_hint(sentence(h));
         }
         report.report(PgLogLevel::ERROR);
         unreachable!("ERROR does not return")
@@ -130,9 +130,24 @@ pub fn warning(message: impl Into<String>, detail: impl Into<String>, hint: impl
         message.into(),
         "token_store",
     )
-    .set_detail(detail)
-    .set_hint(hint)
+    .set_detail(sentence(detail.into()))
+    .set_hint(sentence(hint.into()))
     .report(PgLogLevel::WARNING);
+}
+
+/// A DETAIL or HINT as PostgreSQL writes them: a capitalised sentence ending with a period. The
+/// core crate's reasons are lowercase clauses so that they compose ("the JWKS key \"a\": ..."); they
+/// become sentences here, at the one place they leave for a client.
+pub fn sentence(mut text: String) -> String {
+    if let Some(first) = text.chars().next() {
+        if first.is_ascii_lowercase() {
+            text.replace_range(..1, &first.to_ascii_uppercase().to_string());
+        }
+    }
+    if !text.is_empty() && !text.ends_with(['.', '?', '!']) {
+        text.push('.');
+    }
+    text
 }
 
 impl From<pgrx::spi::SpiError> for TsError {
@@ -155,5 +170,25 @@ impl<T> OrRaise<T> for TsResult<T> {
             Ok(v) => v,
             Err(e) => e.raise(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::sentence;
+
+    #[test]
+    fn clauses_become_sentences() {
+        assert_eq!(
+            sentence("the JWK has no \"k\" member".into()),
+            "The JWK has no \"k\" member."
+        );
+        assert_eq!(
+            sentence("HS256 needs 32 bytes".into()),
+            "HS256 needs 32 bytes."
+        );
+        assert_eq!(sentence("Already one.".into()), "Already one.");
+        assert_eq!(sentence(String::new()), "");
+        assert_eq!(sentence("é is kept".into()), "é is kept.");
     }
 }

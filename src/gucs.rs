@@ -233,7 +233,8 @@ struct KeyList {
 
 fn set_check_error(setting: &str, detail: &str) {
     let msg = CString::new(format!("invalid value for parameter \"{setting}\"")).expect("no NUL");
-    let detail = CString::new(detail).expect("no NUL in our own messages");
+    let detail = CString::new(crate::error::sentence(detail.to_owned()))
+        .expect("no NUL in our own messages");
     // SAFETY: the GUC machinery reads these right after the hook returns false; pstrdup copies
     // into the current memory context as it expects.
     unsafe {

@@ -24,24 +24,24 @@ fn read_key_file(path: &str) -> TsResult<EncryptionKey> {
     use std::os::unix::fs::PermissionsExt;
     let meta = std::fs::metadata(path).map_err(|e| {
         TsError::NoEncryptionKey(format!(
-            "token_store.encryption_key_file \"{path}\" cannot be read: {e}"
+            "the file \"{path}\" named by token_store.encryption_key_file cannot be read: {e}"
         ))
     })?;
     let mode = meta.permissions().mode() & 0o777;
     if mode & 0o077 != 0 {
         return Err(TsError::NoEncryptionKey(format!(
-            "token_store.encryption_key_file \"{path}\" has mode {mode:04o}, readable by group or others; \
-             it must be 0600 (or 0400) and owned by the server's user"
+            "the file \"{path}\" named by token_store.encryption_key_file has mode {mode:04o}, readable by \
+             group or others; it must be 0600 (or 0400) and owned by the server's user"
         )));
     }
     let text = std::fs::read_to_string(path).map_err(|e| {
         TsError::NoEncryptionKey(format!(
-            "token_store.encryption_key_file \"{path}\" cannot be read: {e}"
+            "the file \"{path}\" named by token_store.encryption_key_file cannot be read: {e}"
         ))
     })?;
     EncryptionKey::parse(&text).map_err(|why| {
         TsError::NoEncryptionKey(format!(
-            "token_store.encryption_key_file \"{path}\" holds no valid key: {why}"
+            "the file \"{path}\" named by token_store.encryption_key_file holds no valid key: {why}"
         ))
     })
 }

@@ -8,7 +8,7 @@ pub(super) fn parse_alg(alg: &str) -> TsResult<Alg> {
         TsError::param(
             format!("unknown algorithm \"{alg}\""),
             format!(
-                "alg must be one of {}",
+                "the alg must be one of {}",
                 Alg::ALL
                     .iter()
                     .map(|a| a.as_str())
@@ -119,7 +119,7 @@ pub fn set_key_state(kid: &str, state: &str) -> TsResult<()> {
     if !matches!(state, "active" | "verify_only" | "retired") {
         return Err(TsError::param(
             format!("invalid key state \"{state}\""),
-            "state must be active, verify_only or retired",
+            "the state must be active, verify_only or retired",
         ));
     }
     ensure_primary("set_key_state")?;

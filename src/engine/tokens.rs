@@ -296,7 +296,7 @@ pub fn issue(claims: &str, ttl: (i32, i32, i64), kid: Option<&str>) -> TsResult<
         .entry("jti")
         .or_insert_with(|| Value::from(uuid::Uuid::new_v4().to_string()));
     claims::registered_claims(&payload)
-        .map_err(|why| TsError::param("invalid registered claim", why))?;
+        .map_err(|why| TsError::param("invalid registered claim", format!("the claim {why}")))?;
     let token = jws::sign(&key, &row.kid, &payload).map_err(TsError::Internal)?;
     let parsed = parse(&token)?;
     store_row(&parsed, &jws::token_hash(&parsed), &row.kid, false, None)?.ok_or_else(|| {

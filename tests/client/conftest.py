@@ -36,6 +36,9 @@ MIN_SECRET = {"HS256": 32, "HS384": 48, "HS512": 64}
 
 
 def pytest_configure(config):
+    config.addinivalue_line(
+        "markers", "slow: restarts servers or waits on the purge worker (seconds per test); "
+        "`scripts/test.sh --no-fuzz -- -m 'not slow'` leaves them out while developing")
     missing = [name for name in REQUIRED_ENV if not os.environ.get(name)]
     if missing:
         raise pytest.UsageError(

@@ -12,6 +12,8 @@ import psycopg
 import pytest
 from throwaway_cluster import as_pg, clusters
 
+pytestmark = pytest.mark.slow
+
 DB = "ts_crash"
 C = None  # the module's cluster
 

@@ -44,14 +44,20 @@ def test_reencrypt_moves_what_it_can_and_reports_the_rest(ts, db):
     flip_last_byte(conn, "signing_keys", "material", "kid", "hs-bad")
     ts.configure(ts.admin_conn(), {KEY: new_key, PREVIOUS: old_key}, {KEY: "(hidden)", PREVIOUS: "(hidden)"})
 
-    warnings = []
-    conn.add_notice_handler(lambda d: warnings.append(d.message_primary))
+    notices = []  # (message, detail, hint): a notice's Diagnostic is valid only inside the handler
+    conn.add_notice_handler(lambda d: notices.append((d.message_primary, d.message_detail, d.message_hint)))
     moved, rounds = 0, 0
     while n := ts.one(conn, "SELECT token_store.reencrypt(2)"):
         moved += n
         rounds += 1
         assert rounds < 20
     assert moved == 6 + 1, "six good token rows and one good key moved"
+    bad_rows = [n for n in notices if n[0].startswith("cannot decrypt")]
+    warnings = [message for message, _, _ in bad_rows]
+    assert len(set(warnings)) == 2, warnings  # each call of reencrypt warns of each bad row again
+    for _, detail, hint in bad_rows:  # DETAIL and HINT are sentences
+        assert detail[0].isupper() and detail.endswith("."), detail
+        assert hint[0].isupper() and hint.endswith("."), hint
     assert any(str(bad_id) in w and w.startswith("cannot decrypt payload of token") for w in warnings), warnings
     assert any('key "hs-bad"' in w for w in warnings), warnings
     assert ts.stats(conn)["reencrypt_undecryptable"] == 2

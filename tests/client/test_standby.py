@@ -18,6 +18,8 @@ from psycopg.types.json import Jsonb
 
 from throwaway_cluster import clusters
 
+pytestmark = pytest.mark.slow
+
 PRIMARY_PORT, STANDBY_PORT = 54352, 54353
 DB = "ts_replica"
 KID, RSA_KID = "k-replica", "k-replica-rs"
@@ -72,6 +74,7 @@ def test_tokens_issued_on_primary_verify_on_standby(ts, pair):
     stored_elsewhere = ts.mint(ts.claims(sub="replica-carol"), secret, "HS256", KID)
     token_id = ts.store(p, stored_elsewhere)
     caught_up(ts, primary, standby)
+    ok_before = ts.stats(s)["verifications"]["ok"]
 
     assert ts.verify(s, hs) == ts.verify(p, hs)
     assert ts.verify(s, hs)["role"] == "reader"
@@ -88,7 +91,8 @@ def test_tokens_issued_on_primary_verify_on_standby(ts, pair):
     # the standby took no transaction id for any of that
     assert ts.one(s, "SELECT txid_current_if_assigned()") is None
     st = ts.stats(s)
-    assert st["counters_shared"] is True and st["verifications"]["ok"] >= 3
+    # two verifies, a valid and an introspect succeeded on the standby; no other session uses it
+    assert st["counters_shared"] is True and st["verifications"]["ok"] - ok_before == 4
 
 
 def test_revocation_reaches_the_standby(ts, pair):
@@ -168,6 +172,7 @@ def test_promoted_standby_starts_its_worker_and_purges(ts, pair):
         "FROM generate_series(1, 7) g", (sub, KID))
     caught_up(ts, primary, standby)
     assert ts.one(s, "SELECT count(*) FROM token_store.tokens WHERE subject = %s", (sub,)) == 7
+    purged_before = ts.stats(s)["purged_total"]
     primary.stop()  # as in a failover: the old primary is gone
 
     assert ts.one(s, "SELECT pg_promote(true, 60)") is True
@@ -184,7 +189,7 @@ def test_promoted_standby_starts_its_worker_and_purges(ts, pair):
     ts.wait_for(lambda: ts.one(s, "SELECT count(*) FROM token_store.tokens WHERE subject = %s", (sub,)) == 0, 30,
                 "the promoted server to purge the expired rows")
     st = ts.stats(s)
-    assert st["worker_pids"] == [pid] and st["purged_total"] >= 7
+    assert st["worker_pids"] == [pid] and st["purged_total"] - purged_before >= 7
     assert f'expired rows in database "{DB}"' in standby.log_text()
     # and writes work there now
     token = ts.issue(s, ts.claims(sub="after-promotion"), kid=KID)

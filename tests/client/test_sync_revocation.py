@@ -16,6 +16,8 @@ import pytest
 
 from throwaway_cluster import clusters
 
+pytestmark = pytest.mark.slow
+
 PRIMARY_PORT, STANDBY_PORT = 54374, 54375
 DB = "ts_syncrev"
 KID = "k-syncrev"

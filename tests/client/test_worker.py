@@ -13,6 +13,8 @@ import uuid
 import psycopg
 import pytest
 
+pytestmark = pytest.mark.slow
+
 WORKER_DBS = ("ts_client", "ts_client2")
 INTERVAL, LEEWAY = "token_store.purge_interval", "token_store.leeway"
 PURGE_DEADLINE = 30  # seconds; a 1-second token is normally gone within 2-3

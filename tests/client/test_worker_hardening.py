@@ -20,6 +20,8 @@ import pytest
 
 from throwaway_cluster import clusters
 
+pytestmark = pytest.mark.slow
+
 PORT = 54356
 DB, OWNER, PURGE_ROLE = "ts_owned", "ts_owner", "token_store_purge"
 INTERVAL = "token_store.purge_interval"

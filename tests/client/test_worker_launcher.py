@@ -19,6 +19,8 @@ import pytest
 
 from throwaway_cluster import TARGET, clusters
 
+pytestmark = pytest.mark.slow
+
 PORT = 54354
 FIRST, LATE, LOAD = "ts_w1", "ts_late", "ts_load"  # LATE and LOAD do not exist at start
 INTERVAL = "token_store.purge_interval"
