@@ -313,7 +313,7 @@ private_run_cleanup() {
     return $rc
 }
 
-# ---- the test tiers, shared by scripts/test.sh and scripts/test-matrix.sh ----------------------
+# ---- the test tiers of scripts/test.sh ------------------------------------------------------------
 # Each runs against the private copy private_run_dir made ($TS_TMP, PG_CONFIG, PGBIN, PGRX_HOME).
 
 # The #[pg_test]s (and any Rust test of the extension crate), on pgrx's own cluster.
