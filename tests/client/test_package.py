@@ -1,5 +1,6 @@
 """Packaging: scripts/package.sh builds a .deb whose files are the ones installed for the test
-cluster, at PostgreSQL's paths; META.json is a valid PGXN meta-spec 1.0.0 document for this version.
+cluster, at the paths of Debian's and PGDG's postgresql-NN packages (for 17 and 18, built here from
+source, too); META.json is a valid PGXN meta-spec 1.0.0 document for this version.
 
 The .deb is built once per run with `scripts/package.sh --debug`: scripts/test.sh installs the
 debug build, so its files can be compared byte for byte with the installed ones (the release build
@@ -40,14 +41,16 @@ def paths(ts):
     private = str(ts.pgbin / "pg_config")
     original = os.environ.get("TS_ORIGINAL_PG_CONFIG") or private
     major = re.match(r"PostgreSQL (\d+)", pg_config(original, "--version")).group(1)
-    libdir, extdir = pg_config(original, "--pkglibdir"), pg_config(original, "--sharedir") + "/extension"
+    # the package is for Debian's and PGDG's layout, whichever installation it was built against
+    libdir, extdir = f"/usr/lib/postgresql/{major}/lib", f"/usr/share/postgresql/{major}/extension"
+    built_libdir, built_extdir = pg_config(original, "--pkglibdir"), pg_config(original, "--sharedir") + "/extension"
     installed_libdir = pg_config(private, "--pkglibdir")
     installed_extdir = pg_config(private, "--sharedir") + "/extension"
     if original != private:
         root = os.environ["TS_PRIVATE_PG"]
-        assert (installed_libdir, installed_extdir) == (root + libdir, root + extdir)
-    if original == f"/usr/lib/postgresql/{major}/bin/pg_config":  # the Debian layout the package is for
-        assert (libdir, extdir) == (f"/usr/lib/postgresql/{major}/lib", f"/usr/share/postgresql/{major}/extension")
+        assert (installed_libdir, installed_extdir) == (root + built_libdir, root + built_extdir)
+    if original == f"/usr/lib/postgresql/{major}/bin/pg_config":  # Debian's own: the same layout
+        assert (built_libdir, built_extdir) == (libdir, extdir)
     return {"major": major, "libdir": libdir, "extdir": extdir, "name": f"postgresql-{major}-token-store",
             "pg_config": original, "installed": {libdir: installed_libdir, extdir: installed_extdir}}
 
