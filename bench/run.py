@@ -9,6 +9,10 @@ In one run it measures, on the same data:
   floor        the same crate calls in a plain Rust loop (bench/floor/), plus a bare INSERT and
                an index probe of rows of the same shape in SQL
   concurrency  pgbench, 1 and 2 clients: jwt_valid against SELECT 1 (bench/pgbench/)
+  per request  one fixed stored token per statement, pgbench -M prepared, 1 and 2 clients:
+               jwt_valid, jwt_verify, the baseline and `SELECT length(token)`, beside Redis 7
+               EXISTS (a private redis-server on a loopback port, redis-benchmark)
+  no kid       the batch verify again for HS256 tokens without a `kid` header
   purge        token_store.purge() against one bare DELETE on 1M expired rows, and the latency
                of jwt_valid on a second connection while each runs
   memory       a backend's RSS before and after 1M jwt_valid calls
@@ -97,10 +101,12 @@ def signing_key(cache: Path, alg: str):
         (cache / f"{alg.lower()}.key.pem").read_bytes(), password=None)
 
 
-def tokens_for(cache: Path, alg: str, n: int) -> list[str]:
-    """n tokens of alg made by PyJWT, from the cache when it holds enough fresh ones."""
-    path = cache / f"tokens_{alg.lower()}.txt"
-    meta_path = cache / f"tokens_{alg.lower()}.json"
+def tokens_for(cache: Path, alg: str, n: int, with_kid: bool = True) -> list[str]:
+    """n tokens of alg made by PyJWT, from the cache when it holds enough fresh ones; without a
+    `kid` header when with_kid is false (the common case of HS256 apps)."""
+    name = alg.lower() + ("" if with_kid else "_nokid")
+    path = cache / f"tokens_{name}.txt"
+    meta_path = cache / f"tokens_{name}.json"
     if path.exists() and meta_path.exists():
         meta = json.loads(meta_path.read_text())
         if meta["n"] >= n and time.time() - meta["made_at"] < CACHE_MAX_AGE_S:
@@ -112,7 +118,7 @@ def tokens_for(cache: Path, alg: str, n: int) -> list[str]:
     for i in range(n):
         claims = {"sub": f"user-{i}", "iss": ISSUER, "iat": now, "exp": now + TOKEN_LIFETIME_S,
                   "jti": str(uuid.uuid4()), "role": "reader", "scope": "read write"}
-        out.append(jwt.encode(claims, key, algorithm=alg, headers={"kid": kid_of(alg)}))
+        out.append(jwt.encode(claims, key, algorithm=alg, headers={"kid": kid_of(alg)} if with_kid else None))
     path.write_text("\n".join(out))
     meta_path.write_text(json.dumps({"n": n, "made_at": now, "pyjwt": jwt.__version__}))
     return out
@@ -208,7 +214,8 @@ class Bench:
         a = self.args
         log("setup: keys, tokens, schema")
         make_keys(self.cache)
-        self.tokens = {"HS256": tokens_for(self.cache, "HS256", a.n)}
+        self.tokens = {"HS256": tokens_for(self.cache, "HS256", a.n),
+                       "HS256_nokid": tokens_for(self.cache, "HS256", a.n, with_kid=False)}
         for alg in ASYM:
             self.tokens[alg] = tokens_for(self.cache, alg, a.n_asym)
         with psycopg.connect(f"host={a.host} port={a.port} user=postgres dbname=postgres",
@@ -227,7 +234,7 @@ class Bench:
             pem = (self.cache / f"{alg.lower()}.key.pem").read_text()
             self.q("SELECT token_store.create_key(%s, %s, %s)", (kid_of(alg), alg, pem))
         self.q("CREATE SCHEMA bench")
-        for alg in ALGS:
+        for alg in ALGS + ("HS256_nokid",):
             t = table_of(alg)
             self.q(f"CREATE TABLE {t} (id int PRIMARY KEY, token text NOT NULL)")
             with self.conn.cursor().copy(f"COPY {t} (id, token) FROM STDIN") as cp:
@@ -324,15 +331,23 @@ class Bench:
         if "Index Scan" not in plan or "Nested Loop" not in plan:
             raise SystemExit(f"the index probe floor is not a nested loop of index scans:\n{plan}")
         self.results["config"]["probe_plan"] = plan
+        nokid = []
+        self.timed("SELECT count(DISTINCT token_store.jwt_store(token)) FROM bench.tok_hs256_nokid",
+                   expect=n, what="token_store.jwt_store of the kid-less tokens")
+        self.settle("token_store.tokens")
         for _ in range(3):
             ts.append(self.timed("SELECT count(*) FILTER (WHERE token_store.jwt_valid(token)) "
                                  "FROM bench.tok_hs256", expect=n, what="token_store.jwt_valid"))
+            nokid.append(self.timed("SELECT count(*) FILTER (WHERE token_store.jwt_valid(token)) "
+                                    "FROM bench.tok_hs256_nokid", expect=n,
+                                    what="token_store.jwt_valid, tokens without kid"))
             base.append(self.timed("SELECT count(*) FILTER (WHERE baseline.jwt_valid(token)) "
                                    "FROM bench.tok_hs256", expect=n, what="baseline.jwt_valid"))
             probe.append(self.timed(probe_sql, expect=n, what="index probe"))
             crate.append(self.floor_verify("HS256"))
         self.q("RESET enable_hashjoin; RESET enable_mergejoin; RESET enable_memoize")
         self.record("ts.valid.HS256", ts, n)
+        self.record("ts.valid_nokid.HS256", nokid, n)
         self.record("baseline.valid", base, n)
         self.record("floor.probe", probe, n)
         self.record("floor.crate_decode.HS256", crate, n)
@@ -461,6 +476,67 @@ class Bench:
                     "ratio_to_select1": median([t / s for t, s in zip(tps, runs["select1"])])}
                 log(f"  {name:<9} clients={clients}  tps median {median(tps):9.0f}  "
                     f"runs {[round(t) for t in tps]}")
+
+    def per_request(self):
+        """One statement per round trip with one fixed stored token, as an app verifies once per
+        HTTP request: pgbench -M prepared (the token a bind parameter), 1 and 2 clients, against
+        the same round trip doing `length(token)`, the PL/pgSQL baseline, and Redis 7 `EXISTS` on
+        a private redis-server (redis-benchmark, no pipelining). Rounds interleaved as in pgbench()."""
+        a = self.args
+        token = self.tokens["HS256"][0]
+        assert self.one("SELECT token_store.jwt_valid(%s)", (token,)) is True
+        scripts = {"length": "request_length.sql", "jwt_valid": "request_jwt_valid.sql",
+                   "jwt_verify": "request_jwt_verify.sql", "baseline": "request_baseline.sql"}
+        log(f"per request: {a.pgbench_rounds} interleaved rounds of {a.pgbench_seconds} s, "
+            f"-M prepared, one stored token; Redis EXISTS on port {a.redis_port}")
+        redis = subprocess.Popen(["redis-server", "--bind", "127.0.0.1", "--port", str(a.redis_port),
+                                  "--save", "", "--appendonly", "no", "--protected-mode", "yes"],
+                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            cli = ["redis-cli", "-h", "127.0.0.1", "-p", str(a.redis_port)]
+            for _ in range(100):
+                if subprocess.run(cli + ["PING"], capture_output=True, text=True).stdout.strip() == "PONG":
+                    break
+                time.sleep(0.1)
+            else:
+                raise SystemExit("redis-server did not answer PING")
+            subprocess.run(cli + ["SET", "k", token], check=True, capture_output=True)
+            version = subprocess.run(cli + ["INFO", "server"], capture_output=True, text=True).stdout
+            self.results["config"]["redis_version"] = re.search(r"redis_version:(\S+)", version).group(1)
+            res = self.m["per_request"] = {}
+            for clients in (1, 2):
+                runs = {name: [] for name in list(scripts) + ["redis_exists"]}
+                for _ in range(a.pgbench_rounds):
+                    for name, script in scripts.items():
+                        cmd = [str(Path(a.pgbin) / "pgbench"), "-n", "-M", "prepared",
+                               "-c", str(clients), "-j", str(clients), "-T", str(a.pgbench_seconds),
+                               "-D", f"token={token}", "-f", str(BENCH / "pgbench" / script),
+                               "-h", a.host, "-p", str(a.port), "-U", "postgres", a.dbname]
+                        out = subprocess.run(cmd, capture_output=True, text=True)
+                        failed = re.search(r"number of failed transactions: (\d+)", out.stdout)
+                        if out.returncode != 0 or (failed and int(failed.group(1))):
+                            raise SystemExit(f"pgbench failed:\n{out.stdout}\n{out.stderr}")
+                        runs[name].append(float(
+                            re.search(r"tps = ([\d.]+) \(without initial", out.stdout).group(1)))
+                    # about as many requests as the pgbench runs make in their seconds
+                    n_req = max(20_000, int(median(runs["length"]) * a.pgbench_seconds))
+                    out = subprocess.run(["redis-benchmark", "-h", "127.0.0.1", "-p", str(a.redis_port),
+                                          "-c", str(clients), "-n", str(n_req), "-P", "1", "--csv",
+                                          "EXISTS", "k"], capture_output=True, text=True)
+                    rows = [r for r in out.stdout.splitlines() if r.startswith('"EXISTS')]
+                    if out.returncode != 0 or not rows:
+                        raise SystemExit(f"redis-benchmark failed:\n{out.stdout}\n{out.stderr}")
+                    runs["redis_exists"].append(float(rows[-1].split(",")[1].strip('"')))
+                for name, tps in runs.items():
+                    res[f"{name}.c{clients}"] = {
+                        "tps": median(tps), "runs_tps": tps, "clients": clients,
+                        "ratio_to_length": median([t / r for t, r in zip(tps, runs["length"])]),
+                        "ratio_to_redis": median([t / r for t, r in zip(tps, runs["redis_exists"])])}
+                    log(f"  {name:<12} clients={clients}  per second, median {median(tps):9.0f}  "
+                        f"runs {[round(t) for t in tps]}")
+        finally:
+            redis.terminate()
+            redis.wait(timeout=30)
 
     def memory(self):
         a = self.args
@@ -662,6 +738,19 @@ class Bench:
                    pg[f"ts.c{c}"]["ratio_to_select1"], 0.85, at_most=False,
                    detail=f"median of {self.args.pgbench_rounds} interleaved rounds of "
                           f"{self.args.pgbench_seconds} s")
+        r = m["per_request"]
+        detail = (f"per request, pgbench -M prepared, 2 clients, one stored token; median of "
+                  f"{self.args.pgbench_rounds} interleaved rounds")
+        target("per request: jwt_valid / SELECT length(token), 2 clients", r["jwt_valid.c2"]["ratio_to_length"],
+               0.85, at_most=False, detail=detail)
+        target("per request: jwt_valid / Redis EXISTS, 2 clients", r["jwt_valid.c2"]["ratio_to_redis"],
+               1.0, at_most=False, detail=detail + f"; redis-benchmark -c 2, Redis {self.results['config'].get('redis_version')}")
+        target("per request: jwt_verify / jwt_valid, 2 clients",
+               r["jwt_verify.c2"]["tps"] / r["jwt_valid.c2"]["tps"], 0.9, at_most=False, detail=detail)
+        target("stored HS256 verify without kid / floor", per("ts.valid_nokid.HS256") / fl["verify.HS256"], 1.6,
+               detail=f"{n} tokens without a kid header, allow-list")
+        target("stored HS256 verify without kid / with kid", per("ts.valid_nokid.HS256") / per("ts.valid.HS256"),
+               1.1, detail="the same tokens' claims, signed by the same key")
         p = m["purge"]
         target("purge() / bare DELETE rate", p["purge"]["rows_per_s"] / p["bare_delete"]["rows_per_s"],
                0.7, at_most=False,
@@ -683,6 +772,7 @@ class Bench:
         out = [
             ("verify HS256, stored (jwt_valid)", n, us("ts.valid.HS256"), us("baseline.valid"), fl["verify.HS256"]),
             ("verify HS256, stored (jwt_verify)", n, us("ts.verify.HS256"), us("baseline.verify"), fl["verify.HS256"]),
+            ("verify HS256 without kid (jwt_valid)", n, us("ts.valid_nokid.HS256"), None, fl["verify.HS256"]),
             ("verify HS256, deny-list (jwt_valid)", n, us("ts.valid_denylist.HS256"), us("baseline.valid_denylist"), fl["verify.HS256"]),
             ("store HS256 (jwt_store) vs raw AES", n, us("ts.store.HS256"), us("baseline.store_aes"), fl["store.HS256"]),
             (f"store HS256 vs pgp_sym_encrypt ({self.args.n_pgp})", n, us("ts.store.HS256"), us("baseline.store_pgp"), fl["store.HS256"]),
@@ -722,6 +812,19 @@ class Bench:
             s, t, b = (pg[f"{k}.c{c}"] for k in ("select1", "ts", "baseline"))
             lines.append(f"{c:<8} {s['tps']:>10.0f} {t['tps']:>10.0f} {b['tps']:>10.0f} "
                          f"{t['ratio_to_select1']:>12.2f} {b['ratio_to_select1']:>14.2f}")
+        lines.append("")
+        r = self.m["per_request"]
+        lines.append(f"per request: one statement per round trip, one stored HS256 token as the bind parameter, "
+                     f"pgbench -M prepared; Redis {self.results['config'].get('redis_version')} EXISTS by "
+                     f"redis-benchmark (no pipelining); median per second of {a.pgbench_rounds} interleaved runs")
+        lines.append(f"{'clients':<8} {'length()':>10} {'jwt_valid':>10} {'jwt_verify':>10} {'baseline':>10} "
+                     f"{'Redis':>10} {'valid/len':>10} {'valid/Redis':>12}")
+        for c in (1, 2):
+            v = {k: r[f"{k}.c{c}"] for k in ("length", "jwt_valid", "jwt_verify", "baseline", "redis_exists")}
+            lines.append(f"{c:<8} {v['length']['tps']:>10.0f} {v['jwt_valid']['tps']:>10.0f} "
+                         f"{v['jwt_verify']['tps']:>10.0f} {v['baseline']['tps']:>10.0f} "
+                         f"{v['redis_exists']['tps']:>10.0f} {v['jwt_valid']['ratio_to_length']:>10.2f} "
+                         f"{v['jwt_valid']['ratio_to_redis']:>12.2f}")
         lines.append("")
         p = self.m["purge"]
         lines.append(f"purge of {p['rows']} expired rows ({p['live_rows']} live rows stay), "
@@ -884,6 +987,7 @@ def main():
     p.add_argument("--purge-rows", type=int, default=1_000_000)
     p.add_argument("--pgbench-seconds", type=int, default=4, help="length of one pgbench run")
     p.add_argument("--pgbench-rounds", type=int, default=3, help="interleaved runs per script")
+    p.add_argument("--redis-port", type=int, default=56379, help="the private redis-server's loopback port")
     p.add_argument("--latency-seconds", type=float, default=3.0)
     p.add_argument("--mem-calls", type=int, default=1_000_000)
     p.add_argument("--profile", action="store_true", help="perf record the HS256 verify path")
@@ -895,8 +999,8 @@ def main():
     b.results["config"].update({k: v for k, v in vars(args).items() if k not in ("out",)})
     # 1-minute load average as each stage starts: the machine may be shared
     load = b.results["environment"]["loadavg_1min_at_stage_start"] = {}
-    for stage in ("setup", "floor", "store", "verify", "asym", "memory", "pgbench", "issue",
-                  "revoke", "purge"):
+    for stage in ("setup", "floor", "store", "verify", "asym", "memory", "pgbench", "per_request",
+                  "issue", "revoke", "purge"):
         load[stage] = os.getloadavg()[0]
         getattr(b, stage)()
     b.evaluate()

@@ -30,6 +30,11 @@ if [[ " $* " == *" --profile "* ]] && ! command -v perf >/dev/null; then
     as_root apt-get update -qq
     as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq linux-perf >/dev/null
 fi
+if ! command -v redis-server >/dev/null || ! command -v redis-benchmark >/dev/null; then
+    log "installing redis-server and redis-tools (the per-request comparison with Redis EXISTS)"
+    as_root apt-get update -qq
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server redis-tools >/dev/null
+fi
 ensure_venv
 if ! .venv/bin/python -c 'import matplotlib' 2>/dev/null; then
     log "installing the benchmark's Python packages (bench/requirements.txt)"
