@@ -135,7 +135,9 @@ pg_config_of() {
 # run_version MAJOR FIRST: the tiers against one version, in a subshell (private_run_dir's EXIT
 # trap stops its clusters and removes its copy). FIRST=1 adds the core crate's tests.
 run_version() (
-    local v="$1" first="$2" cfg rc=0
+    # errexit counts only where the caller did not test the status (no `||`, `if`): see the loop
+    set -e
+    local v="$1" first="$2" cfg
     trap - EXIT
     TS_STAGES=()
     stage "PostgreSQL $v: its build (waited for, or from the cache)"
@@ -203,8 +205,12 @@ for v in "${versions[@]}"; do
     name="PostgreSQL $v"
     [ "$v" = own ] && name="PostgreSQL at $SYSTEM_PG_CONFIG"
     t=$SECONDS
-    rc=0
-    run_version "$v" "$first" || rc=$?
+    # not `run_version || rc=$?`: inside a tested command bash ignores errexit, and a failing tier
+    # would pass unnoticed
+    set +e
+    run_version "$v" "$first"
+    rc=$?
+    set -e
     case "$rc" in
         0) results+=("$name: passed ($((SECONDS - t)) s)") ;;
         3) results+=("$name: SKIPPED, no source (the reason is above)")
