@@ -29,9 +29,10 @@ pub fn purge(max_rows: Option<i64>) -> TsResult<i64> {
 
 /// The purge loop of both `purge()` and the purge worker: batches of
 /// `token_store.purge_batch_size` expired rows until one comes back short, `max_rows` are gone
-/// or `stop()` says so; then the subject revocations past their TTL. `run` runs each step: in the
+/// or `stop()` says so; the same for ended and expired sessions (with their refresh tokens); then
+/// the subject revocations past their TTL. `run` runs each step: in the
 /// caller's transaction for `purge()`, in a transaction of its own as the purge role for the
-/// worker. Returns how many token rows were deleted.
+/// worker. Returns how many token and session rows were deleted.
 pub fn purge_rounds(
     max_rows: Option<i64>,
     stop: impl Fn() -> bool,
@@ -51,6 +52,18 @@ pub fn purge_rounds(
             from = last.map(storage::resume_point);
             Ok(n)
         })?;
+        total += n;
+        if (n as i64) < want || stop() {
+            break;
+        }
+    }
+    // then the sessions that ended or expired, with their refresh tokens
+    loop {
+        let want = max_rows.map_or(batch, |m| batch.min(m - total as i64));
+        if want <= 0 {
+            break;
+        }
+        let n = run(&mut || storage::sessions::purge_sessions(want, grace, revoked_grace))?;
         total += n;
         if (n as i64) < want || stop() {
             break;
@@ -133,6 +146,10 @@ pub fn reencrypt(batch_size: i32) -> TsResult<i64> {
             }
         }
     }
+    let (moved_sessions, bad) =
+        super::sessions::reencrypt(&current, i64::from(batch_size) - moved_tokens)?;
+    undecryptable += bad;
+    moved += moved_sessions;
     shmem::counters().record_reencrypt(undecryptable);
     Ok(moved + moved_tokens)
 }
