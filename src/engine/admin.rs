@@ -63,7 +63,12 @@ pub fn purge_rounds(
         if want <= 0 {
             break;
         }
-        let n = run(&mut || storage::sessions::purge_sessions(want, grace, revoked_grace))?;
+        let n = run(&mut || {
+            if !storage::sessions::installed()? {
+                return Ok(0);
+            }
+            storage::sessions::purge_sessions(want, grace, revoked_grace)
+        })?;
         total += n;
         if (n as i64) < want || stop() {
             break;
@@ -146,8 +151,11 @@ pub fn reencrypt(batch_size: i32) -> TsResult<i64> {
             }
         }
     }
-    let (moved_sessions, bad) =
-        super::sessions::reencrypt(&current, i64::from(batch_size) - moved_tokens)?;
+    let (moved_sessions, bad) = if storage::sessions::installed()? {
+        super::sessions::reencrypt(&current, i64::from(batch_size) - moved_tokens)?
+    } else {
+        (0, 0)
+    };
     undecryptable += bad;
     moved += moved_sessions;
     shmem::counters().record_reencrypt(undecryptable);
@@ -184,7 +192,13 @@ pub struct Stats {
 /// `stats`: token counts, rows per encryption key, purge figures, worker pids and verification
 /// outcomes.
 pub fn stats() -> TsResult<Stats> {
-    let (active, revoked, expired, rows_per_key) = storage::table_counts()?;
+    let (active, revoked, expired, mut rows_per_key) = storage::table_counts()?;
+    if let Value::Object(per_key) = &mut rows_per_key.0 {
+        for (fp, n) in storage::sessions::rows_per_key()? {
+            let sum = per_key.get(&fp).and_then(Value::as_i64).unwrap_or(0) + n;
+            per_key.insert(fp, Value::from(sum));
+        }
+    }
     let c = shmem::counters();
     let (purged_total, last_at, last_rows, last_us) = c.purge_figures();
     let outcomes: Map<_, _> = c

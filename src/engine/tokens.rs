@@ -356,8 +356,13 @@ pub fn revoke_id(id: [u8; 16], reason: Option<&str>) -> TsResult<bool> {
     storage::revoke_by_id(id, reason)
 }
 
-/// `jwt_revoke_subject`: revoke the subject's stored tokens and refuse its older ones.
+/// `jwt_revoke_subject`: revoke the subject's stored tokens and refuse its older ones; end its
+/// sessions.
 pub fn revoke_subject(subject: &str, reason: Option<&str>) -> TsResult<i64> {
     begin_revocation("jwt_revoke_subject", reason)?;
+    // its sessions end too, or their refresh tokens would go on minting access tokens
+    if storage::sessions::installed()? {
+        storage::sessions::end_subject(subject, None, reason)?;
+    }
     storage::revoke_subject(subject, reason)
 }

@@ -485,11 +485,12 @@ pub fn purge_privileges_held() -> TsResult<bool> {
          AND pg_catalog.has_table_privilege('token_store.subject_revocations', 'SELECT') \
          AND pg_catalog.has_table_privilege('token_store.subject_revocations', 'DELETE') \
          AND pg_catalog.has_any_column_privilege('token_store.subject_revocations', 'UPDATE') \
-         AND pg_catalog.has_table_privilege('token_store.sessions', 'SELECT') \
-         AND pg_catalog.has_table_privilege('token_store.sessions', 'DELETE') \
-         AND pg_catalog.has_any_column_privilege('token_store.sessions', 'UPDATE') \
-         AND pg_catalog.has_table_privilege('token_store.refresh_tokens', 'SELECT') \
-         AND pg_catalog.has_table_privilege('token_store.refresh_tokens', 'DELETE') \
+         AND (pg_catalog.to_regclass('token_store.sessions') IS NULL OR \
+              pg_catalog.has_table_privilege('token_store.sessions', 'SELECT') \
+          AND pg_catalog.has_table_privilege('token_store.sessions', 'DELETE') \
+          AND pg_catalog.has_any_column_privilege('token_store.sessions', 'UPDATE') \
+          AND pg_catalog.has_table_privilege('token_store.refresh_tokens', 'SELECT') \
+          AND pg_catalog.has_table_privilege('token_store.refresh_tokens', 'DELETE')) \
          ELSE false END";
     read(SQL, &[], &[], |t| {
         Ok(t.first().get::<bool>(1)?.unwrap_or(false))
@@ -569,8 +570,7 @@ pub fn table_counts() -> TsResult<(i64, i64, i64, JsonB)> {
                 (SELECT coalesce(jsonb_object_agg(fp, n), '{}'::jsonb) FROM \
                    (SELECT fp, count(*) AS n FROM \
                       (SELECT key_fingerprint AS fp FROM token_store.tokens \
-                       UNION ALL SELECT key_fingerprint FROM token_store.signing_keys \
-                       UNION ALL SELECT key_fingerprint FROM token_store.sessions) a GROUP BY fp) b) \
+                       UNION ALL SELECT key_fingerprint FROM token_store.signing_keys) a GROUP BY fp) b) \
          FROM token_store.tokens";
     read(SQL, &[], &[], |t| {
         let row = t.first();

@@ -9,6 +9,25 @@ use pgrx::spi::SpiHeapTupleData;
 use super::{read, uuid as to_uuid, write};
 use crate::error::{TsError, TsResult};
 
+thread_local! {
+    /// The sessions table was seen in this database (it stays once made, short of DROP EXTENSION).
+    static INSTALLED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Whether this database's token_store has the session tables: not before `ALTER EXTENSION
+/// token_store UPDATE` to 0.3.0, while the new library already serves the old functions.
+pub fn installed() -> TsResult<bool> {
+    if INSTALLED.get() {
+        return Ok(true);
+    }
+    const SQL: &str = "SELECT pg_catalog.to_regclass('token_store.refresh_tokens') IS NOT NULL";
+    let yes = read(SQL, &[], &[], |t| {
+        Ok(t.first().get::<bool>(1)?.unwrap_or(false))
+    })?;
+    INSTALLED.set(yes);
+    Ok(yes)
+}
+
 /// Whether the session named by an access token's `sid` has ended. A `sid` that is not a uuid, or
 /// names no session of ours (a token from another issuer), is no reason to refuse. The one read
 /// of the verification path: a plain SELECT, so it works on a hot standby.
@@ -16,6 +35,9 @@ pub fn session_ended(sid: &str) -> TsResult<bool> {
     let Ok(id) = uuid::Uuid::parse_str(sid) else {
         return Ok(false);
     };
+    if !installed()? {
+        return Ok(false);
+    }
     const SQL: &str = "SELECT ended_at IS NOT NULL FROM token_store.sessions WHERE id = $1";
     read(SQL, &[T::UUIDOID], &[to_uuid(*id.as_bytes()).into()], |t| {
         Ok(match t.into_iter().next() {
@@ -326,6 +348,25 @@ pub fn purge_sessions(limit: i64, grace_s: f64, revoked_grace_s: f64) -> TsResul
         &[limit.into(), grace_s.into(), revoked_grace_s.into()],
         |t| Ok(t.first().get::<i64>(1)?.unwrap_or(0) as u64),
     )
+}
+
+/// `{fingerprint: sessions}`, for the `rows_per_key` of `stats()`.
+pub fn rows_per_key() -> TsResult<Vec<(String, i64)>> {
+    if !installed()? {
+        return Ok(Vec::new());
+    }
+    const SQL: &str =
+        "SELECT key_fingerprint, count(*) FROM token_store.sessions GROUP BY key_fingerprint";
+    read(SQL, &[], &[], |t| {
+        let mut out = Vec::new();
+        for row in t {
+            out.push((
+                row.get::<String>(1)?.unwrap_or_default(),
+                row.get::<i64>(2)?.unwrap_or(0),
+            ));
+        }
+        Ok(out)
+    })
 }
 
 /// A session's id, sealed claims, sealed metadata and their key's fingerprint.

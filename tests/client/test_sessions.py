@@ -158,6 +158,15 @@ def test_logout_everywhere_else_keeps_one(ts, conn):
     assert_pair(ts, conn, refresh(conn, keep["refresh_token"]), keep["session_id"])
 
 
+def test_jwt_revoke_subject_ends_the_sessions_too(ts, conn):
+    sub = f"revsub-{uuid.uuid4()}"
+    s = start(conn, sub)
+    assert ts.one(conn, "SELECT token_store.jwt_revoke_subject(%s)", (sub,)) == 1
+    ts.assert_rejected(conn, s["access_token"], "revoked")
+    refused(refresh(conn, s["refresh_token"]), "session_ended")
+    assert live_ids(ts, conn, sub) == []
+
+
 def test_refresh_claims_replace_the_unregistered_ones(ts, conn):
     sub = f"role-{uuid.uuid4()}"
     s = start(conn, sub, claims={"role": "user", "aud": "api", "tier": 1})
