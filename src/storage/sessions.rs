@@ -186,6 +186,9 @@ pub fn lock_by_refresh(hash: &[u8; 32]) -> TsResult<Option<(LockedSession, Refre
     Ok(token.map(|t| (session, t)))
 }
 
+/// A session's claims and metadata sealed anew, with the fingerprint of the key that sealed them.
+pub type Resealed<'a> = (&'a [u8], Option<&'a [u8]>, &'a str);
+
 /// One rotation of a locked session.
 pub struct Rotation<'a> {
     pub session: [u8; 16],
@@ -196,7 +199,7 @@ pub struct Rotation<'a> {
     pub expires_at: f64,
     pub access_expires_at: f64,
     /// New sealed claims, metadata and their key's fingerprint, when the claims changed.
-    pub resealed: Option<(&'a [u8], Option<&'a [u8]>, &'a str)>,
+    pub resealed: Option<Resealed<'a>>,
 }
 
 /// Mark the presented token used (keeping the time of its first use), add its successor and move
