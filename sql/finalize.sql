@@ -39,6 +39,16 @@ COMMENT ON FUNCTION token_store.reencrypt(integer) IS
     'token_store: move rows still sealed under a previous encryption key onto the current one; returns how many';
 COMMENT ON FUNCTION token_store.stats() IS
     'token_store: counts, purge figures and verification outcomes';
+COMMENT ON FUNCTION token_store.session_start(jsonb, interval, interval, jsonb, text) IS
+    'token_store: start a session for claims->>''sub'' and return its first access and refresh tokens (RFC 6749 token response)';
+COMMENT ON FUNCTION token_store.session_refresh(text, jsonb) IS
+    'token_store: trade a refresh token for a new pair of its session, or {"error": "invalid_grant", "reason": ...}';
+COMMENT ON FUNCTION token_store.session_end(uuid, text) IS
+    'token_store: end one session (logout); true if this call ended it';
+COMMENT ON FUNCTION token_store.session_end_subject(text, uuid, text) IS
+    'token_store: end every session of a subject, or all but one (logout everywhere); returns how many';
+COMMENT ON FUNCTION token_store.sessions(text) IS
+    'token_store: the live sessions of a subject, newest first, with their metadata';
 
 DO $roles$
 BEGIN
@@ -68,7 +78,12 @@ GRANT EXECUTE ON FUNCTION
     token_store.jwt_revoke(text, text),
     token_store.jwt_revoke_id(uuid, text),
     token_store.jwt_revoke_subject(text, text),
-    token_store.jwks()
+    token_store.jwks(),
+    token_store.session_start(jsonb, interval, interval, jsonb, text),
+    token_store.session_refresh(text, jsonb),
+    token_store.session_end(uuid, text),
+    token_store.session_end_subject(text, uuid, text),
+    token_store.sessions(text)
 TO token_store_app, token_store_admin;
 
 GRANT EXECUTE ON FUNCTION
@@ -85,13 +100,19 @@ TO token_store_admin;
 -- operators look rows up (ids for jwt_payload / jwt_revoke_id); the claims in them stay sealed
 GRANT SELECT ON token_store.tokens, token_store.subject_revocations TO token_store_admin;
 GRANT SELECT ON token_store.keys, token_store.stats TO token_store_admin;
+-- sessions without their sealed claims and metadata (sessions() decrypts the metadata)
+GRANT SELECT (id, subject, generation, created_at, refreshed_at, expires_at, access_expires_at,
+              access_ttl, refresh_ttl, kid, ended_at, end_reason, key_fingerprint)
+    ON token_store.sessions TO token_store_admin;
 
 -- The purge worker connects as the bootstrap superuser (a PostgreSQL 15 background worker cannot
 -- log in as a NOLOGIN role) and does its purging as token_store_purge: it reads and deletes expired
 -- rows; SELECT ... FOR UPDATE SKIP LOCKED needs UPDATE on one column, the least useful one.
 -- token_store_purge is granted to nobody.
 GRANT USAGE ON SCHEMA token_store TO token_store_purge;
-GRANT SELECT, DELETE ON token_store.tokens, token_store.subject_revocations TO token_store_purge;
-GRANT UPDATE (created_at) ON token_store.tokens, token_store.subject_revocations TO token_store_purge;
+GRANT SELECT, DELETE ON token_store.tokens, token_store.subject_revocations, token_store.sessions,
+    token_store.refresh_tokens TO token_store_purge;
+GRANT UPDATE (created_at) ON token_store.tokens, token_store.subject_revocations, token_store.sessions
+    TO token_store_purge;
 COMMENT ON ROLE token_store_purge IS
     'token_store: the role the purge worker acts as (NOLOGIN, granted to nobody): it reads and deletes expired rows';

@@ -53,9 +53,53 @@ CREATE TABLE token_store.subject_revocations (
 );
 COMMENT ON TABLE token_store.subject_revocations IS 'token_store: subject-wide revocations';
 
+-- One row per login session (one subject on one device). Its refresh tokens are in
+-- refresh_tokens; its access tokens are ordinary rows of tokens carrying its id as `sid`.
+CREATE TABLE token_store.sessions (
+    id                uuid        PRIMARY KEY,
+    subject           text        NOT NULL,
+    -- rotation order: bumped by every refresh (never derived from clocks)
+    generation        bigint      NOT NULL DEFAULT 0,
+    created_at        timestamptz NOT NULL DEFAULT now(),
+    refreshed_at      timestamptz NOT NULL DEFAULT now(),
+    -- when the newest refresh token expires
+    expires_at        timestamptz NOT NULL,
+    -- the latest exp of its access tokens: the row outlives it, so an ended session's tokens stay refused
+    access_expires_at timestamptz NOT NULL,
+    access_ttl        interval    NOT NULL,
+    refresh_ttl       interval    NOT NULL,
+    kid               text,
+    ended_at          timestamptz,
+    end_reason        text,
+    -- AES-256-GCM like tokens.payload, bound to id: the claims of the next access token, and the
+    -- application's metadata (device, user agent, ...)
+    claims            bytea       NOT NULL,
+    metadata          bytea,
+    key_fingerprint   text        NOT NULL
+);
+CREATE INDEX sessions_subject_idx ON token_store.sessions (subject, created_at DESC);
+COMMENT ON TABLE token_store.sessions IS
+    'token_store: login sessions; claims and metadata encrypted';
+
+-- The refresh tokens of each session, by SHA-256 (the token itself is never stored); each works
+-- once: used_at is set by the refresh that traded it in.
+CREATE TABLE token_store.refresh_tokens (
+    token_hash  bytea       PRIMARY KEY CHECK (octet_length(token_hash) = 32),
+    session_id  uuid        NOT NULL,
+    generation  bigint      NOT NULL,
+    created_at  timestamptz NOT NULL DEFAULT now(),
+    expires_at  timestamptz NOT NULL,
+    used_at     timestamptz
+);
+CREATE INDEX refresh_tokens_session_idx ON token_store.refresh_tokens (session_id, generation);
+COMMENT ON TABLE token_store.refresh_tokens IS
+    'token_store: SHA-256 of each refresh token, with its session and generation';
+
 SELECT pg_catalog.pg_extension_config_dump('token_store.tokens', '');
 SELECT pg_catalog.pg_extension_config_dump('token_store.signing_keys', '');
 SELECT pg_catalog.pg_extension_config_dump('token_store.subject_revocations', '');
+SELECT pg_catalog.pg_extension_config_dump('token_store.sessions', '');
+SELECT pg_catalog.pg_extension_config_dump('token_store.refresh_tokens', '');
 
 CREATE VIEW token_store.keys AS
     SELECT kid, alg, state, can_sign, created_at

@@ -40,6 +40,15 @@ pub static MAX_TOKEN_BYTES: GucSetting<i32> = GucSetting::<i32>::new(16_384);
 /// on: every revoking function makes its transaction wait, at commit, until the synchronous
 /// standbys have applied it (`synchronous_commit = remote_apply` for that transaction).
 pub static SYNCHRONOUS_REVOCATION: GucSetting<bool> = GucSetting::<bool>::new(false);
+/// Seconds after its first use during which a refresh token used again gets another pair of the
+/// same session (two tabs refreshing at once) instead of ending the session as reused.
+pub static REFRESH_REUSE_INTERVAL: GucSetting<i32> = GucSetting::<i32>::new(10);
+/// Seconds a session may go without a refresh before a refresh is refused (`session_idle`) and the
+/// session ends; 0: no limit.
+pub static SESSION_IDLE_TIMEOUT: GucSetting<i32> = GucSetting::<i32>::new(0);
+/// Seconds after its start past which a session is refused a refresh (`session_expired`) and
+/// ends; 0: no limit.
+pub static SESSION_MAX_LIFETIME: GucSetting<i32> = GucSetting::<i32>::new(0);
 
 const SECRET: GucFlags = GucFlags::SUPERUSER_ONLY.union(GucFlags::NO_SHOW_ALL);
 
@@ -172,6 +181,36 @@ pub fn init(preloading: bool) {
         &SYNCHRONOUS_REVOCATION,
         GucContext::Suset,
         GucFlags::default(),
+    );
+    GucRegistry::define_int_guc(
+        c"token_store.refresh_reuse_interval",
+        c"How long after its first use a refresh token used again still gets a new pair of its session.",
+        c"Beyond it, a second use ends the session (refresh_reused).",
+        &REFRESH_REUSE_INTERVAL,
+        0,
+        i32::MAX,
+        GucContext::Suset,
+        GucFlags::UNIT_S,
+    );
+    GucRegistry::define_int_guc(
+        c"token_store.session_idle_timeout",
+        c"A session not refreshed within this time ends at its next refresh (session_idle); 0: none.",
+        c"",
+        &SESSION_IDLE_TIMEOUT,
+        0,
+        i32::MAX,
+        GucContext::Suset,
+        GucFlags::UNIT_S,
+    );
+    GucRegistry::define_int_guc(
+        c"token_store.session_max_lifetime",
+        c"A session older than this ends at its next refresh (session_expired); 0: none.",
+        c"",
+        &SESSION_MAX_LIFETIME,
+        0,
+        i32::MAX,
+        GucContext::Suset,
+        GucFlags::UNIT_S,
     );
     GucRegistry::define_int_guc(
         c"token_store.max_token_bytes",

@@ -452,13 +452,33 @@ mod tests {
             "active",
             "a token issued after the revocation is accepted"
         );
+        let s = one::<JsonB>("SELECT token_store.session_start('{\"sub\": \"se\"}')")
+            .unwrap()
+            .0;
+        let access = s["access_token"].as_str().unwrap().to_owned();
+        assert_eq!(reason(&access), "active");
+        run_p(
+            "SELECT token_store.session_end($1::uuid)",
+            &[s["session_id"].as_str().unwrap()],
+        );
+        assert_eq!(reason(&access), "session_ended");
+        assert_err_p(
+            "SELECT token_store.jwt_verify($1[1])",
+            &[&access],
+            "28000",
+            "token rejected: session_ended",
+        );
         // every outcome above was counted
         let v = one::<JsonB>("SELECT verifications FROM token_store.stats()")
             .unwrap()
             .0;
-        // every reason (the core crate pins the list against CONTRACT.md) and ok
-        let reasons = token_store_core::alg::Reason::ALL.map(|r| r.as_str());
-        for r in reasons.into_iter().chain(["ok"]) {
+        // every reason a verification can give (the core crate pins the list against
+        // CONTRACT.md; the other three only refuse refreshes) and ok
+        let reasons = token_store_core::alg::Reason::ALL
+            .map(|r| r.as_str())
+            .into_iter()
+            .filter(|r| !["refresh_reused", "session_expired", "session_idle"].contains(r));
+        for r in reasons.chain(["ok"]) {
             assert!(
                 v[r].as_u64().unwrap() > before[r].as_u64().unwrap(),
                 "{r} not counted: {before} then {v}"
@@ -1019,6 +1039,144 @@ mod tests {
             reason(&t),
             "bad_signature",
             "the old secret must not be used any more"
+        );
+    }
+
+    fn session_start(claims: Value) -> Value {
+        one_p::<JsonB>(
+            "SELECT token_store.session_start($1::jsonb)",
+            &[&claims.to_string()],
+        )
+        .unwrap()
+        .0
+    }
+
+    fn session_refresh(token: &str) -> Value {
+        one_p::<JsonB>("SELECT token_store.session_refresh($1)", &[token])
+            .unwrap()
+            .0
+    }
+
+    #[pg_test]
+    fn session_rotation_in_one_transaction() {
+        setup();
+        let s = session_start(json!({"sub": "pg-sess", "role": "user"}));
+        assert_eq!(s["token_type"], "Bearer");
+        assert_eq!(s["expires_in"], 900);
+        let sid = s["session_id"].as_str().unwrap().to_owned();
+        let at = s["access_token"].as_str().unwrap();
+        let claims = one_p::<JsonB>("SELECT token_store.jwt_verify($1)", &[at])
+            .unwrap()
+            .0;
+        assert_eq!(claims["sid"], sid.as_str());
+        assert_eq!(claims["role"], "user");
+        let rt = s["refresh_token"].as_str().unwrap().to_owned();
+        assert!(rt.starts_with("tsr_") && rt.len() == 47, "{rt}");
+        // the refresh token is not stored, its SHA-256 is
+        assert_eq!(
+            one_p::<i64>(
+                "SELECT count(*) FROM token_store.refresh_tokens WHERE token_hash = sha256($1::bytea)",
+                &[&rt]
+            ),
+            Some(1)
+        );
+        let n = session_refresh(&rt);
+        assert_eq!(n["session_id"], sid.as_str());
+        // within the grace: another pair of the same session
+        let g = session_refresh(&rt);
+        assert_eq!(g["session_id"], sid.as_str());
+        assert_ne!(g["refresh_token"], n["refresh_token"]);
+        assert_eq!(
+            one_p::<i64>(
+                "SELECT generation FROM token_store.sessions WHERE id = $1::uuid",
+                &[&sid]
+            ),
+            Some(2)
+        );
+        // outside it: refused, and the whole session ends
+        run("SET LOCAL token_store.refresh_reuse_interval = 0");
+        assert_eq!(
+            session_refresh(&rt),
+            json!({"error": "invalid_grant", "reason": "refresh_reused"})
+        );
+        assert_eq!(
+            session_refresh(n["refresh_token"].as_str().unwrap()),
+            json!({"error": "invalid_grant", "reason": "session_ended"})
+        );
+        for t in [at, n["access_token"].as_str().unwrap()] {
+            assert_eq!(reason(t), "session_ended");
+            run("SET LOCAL token_store.require_stored = off");
+            assert_eq!(reason(t), "session_ended");
+            run("SET LOCAL token_store.require_stored = on");
+        }
+        assert_eq!(
+            one::<i64>("SELECT count(*) FROM token_store.sessions('pg-sess')"),
+            Some(0)
+        );
+        assert_eq!(
+            session_refresh("tsr_short"),
+            json!({"error": "invalid_grant", "reason": "malformed"})
+        );
+        assert_eq!(
+            session_refresh(&format!("tsr_{}", "A".repeat(43))),
+            json!({"error": "invalid_grant", "reason": "not_stored"})
+        );
+    }
+
+    #[pg_test]
+    fn session_arguments_and_their_sqlstates() {
+        setup();
+        for claims in [
+            "{}",
+            "[]",
+            "{\"sub\": 1}",
+            "{\"sub\": \"a\", \"sid\": \"x\"}",
+            "{\"sub\": \"a\", \"jti\": \"x\"}",
+        ] {
+            assert_err_p(
+                "SELECT token_store.session_start($1[1]::jsonb)",
+                &[claims],
+                "22023",
+                "",
+            );
+        }
+        assert_err(
+            "SELECT token_store.session_start('{\"sub\": \"a\"}', '0 seconds')",
+            "22023",
+            "access_ttl must be at least one second",
+        );
+        assert_err(
+            "SELECT token_store.session_start('{\"sub\": \"a\"}', refresh_ttl => '-1 day')",
+            "22023",
+            "refresh_ttl must be at least one second",
+        );
+        assert_err(
+            "SELECT token_store.session_start('{\"sub\": \"a\"}', kid => 'ghost')",
+            "42704",
+            "key \"ghost\" does not exist",
+        );
+        let s = session_start(json!({"sub": "args"}));
+        let rt = s["refresh_token"].as_str().unwrap();
+        assert_err_p(
+            "SELECT token_store.session_refresh($1[1], '{\"sub\": \"mallory\"}')",
+            &[rt],
+            "22023",
+            "claims of a refresh cannot contain \"sub\"",
+        );
+        assert!(one::<JsonB>("SELECT token_store.session_start(NULL)").is_none());
+        assert!(one::<JsonB>("SELECT token_store.session_refresh(NULL)").is_none());
+        assert!(one::<bool>("SELECT token_store.session_end(NULL)").is_none());
+        assert!(one::<i64>("SELECT token_store.session_end_subject(NULL)").is_none());
+        assert_eq!(
+            one_p::<bool>(
+                "SELECT token_store.session_end($1::uuid, 'bye')",
+                &[s["session_id"].as_str().unwrap()]
+            ),
+            Some(true)
+        );
+        assert_eq!(
+            one::<i64>("SELECT token_store.session_end_subject('args')"),
+            Some(0)
         );
     }
 }

@@ -5,6 +5,7 @@
 
 mod admin;
 mod keys;
+mod sessions;
 mod tokens;
 
 use pgrx::pg_sys;

@@ -29,9 +29,10 @@ pub fn purge(max_rows: Option<i64>) -> TsResult<i64> {
 
 /// The purge loop of both `purge()` and the purge worker: batches of
 /// `token_store.purge_batch_size` expired rows until one comes back short, `max_rows` are gone
-/// or `stop()` says so; then the subject revocations past their TTL. `run` runs each step: in the
+/// or `stop()` says so; the same for ended and expired sessions (with their refresh tokens); then
+/// the subject revocations past their TTL. `run` runs each step: in the
 /// caller's transaction for `purge()`, in a transaction of its own as the purge role for the
-/// worker. Returns how many token rows were deleted.
+/// worker. Returns how many token and session rows were deleted.
 pub fn purge_rounds(
     max_rows: Option<i64>,
     stop: impl Fn() -> bool,
@@ -50,6 +51,23 @@ pub fn purge_rounds(
             let (n, last) = storage::purge_batch(want, grace, revoked_grace, from)?;
             from = last.map(storage::resume_point);
             Ok(n)
+        })?;
+        total += n;
+        if (n as i64) < want || stop() {
+            break;
+        }
+    }
+    // then the sessions that ended or expired, with their refresh tokens
+    loop {
+        let want = max_rows.map_or(batch, |m| batch.min(m - total as i64));
+        if want <= 0 {
+            break;
+        }
+        let n = run(&mut || {
+            if !storage::sessions::installed()? {
+                return Ok(0);
+            }
+            storage::sessions::purge_sessions(want, grace, revoked_grace)
         })?;
         total += n;
         if (n as i64) < want || stop() {
@@ -133,6 +151,13 @@ pub fn reencrypt(batch_size: i32) -> TsResult<i64> {
             }
         }
     }
+    let (moved_sessions, bad) = if storage::sessions::installed()? {
+        super::sessions::reencrypt(&current, i64::from(batch_size) - moved_tokens)?
+    } else {
+        (0, 0)
+    };
+    undecryptable += bad;
+    moved += moved_sessions;
     shmem::counters().record_reencrypt(undecryptable);
     Ok(moved + moved_tokens)
 }
@@ -167,7 +192,13 @@ pub struct Stats {
 /// `stats`: token counts, rows per encryption key, purge figures, worker pids and verification
 /// outcomes.
 pub fn stats() -> TsResult<Stats> {
-    let (active, revoked, expired, rows_per_key) = storage::table_counts()?;
+    let (active, revoked, expired, mut rows_per_key) = storage::table_counts()?;
+    if let Value::Object(per_key) = &mut rows_per_key.0 {
+        for (fp, n) in storage::sessions::rows_per_key()? {
+            let sum = per_key.get(&fp).and_then(Value::as_i64).unwrap_or(0) + n;
+            per_key.insert(fp, Value::from(sum));
+        }
+    }
     let c = shmem::counters();
     let (purged_total, last_at, last_rows, last_us) = c.purge_figures();
     let outcomes: Map<_, _> = c

@@ -15,6 +15,7 @@ use token_store_core::jws::{self, Parsed};
 
 pub mod admin;
 pub mod keys;
+pub mod sessions;
 pub mod tokens;
 
 /// Seconds since the epoch, from the real clock (not the transaction start).

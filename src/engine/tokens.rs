@@ -148,6 +148,11 @@ pub(super) fn verify_uncounted<'a>(
             return Err(TsError::Rejected(Reason::SubjectRevoked));
         }
     }
+    if let Some(sid) = parsed.payload.get("sid").and_then(Value::as_str) {
+        if storage::sessions::session_ended(sid)? {
+            return Err(TsError::Rejected(Reason::SessionEnded));
+        }
+    }
     if status.stored.is_none() && mode == Mode::Verify && gucs::REQUIRE_STORED.get() {
         return Err(TsError::Rejected(Reason::NotStored));
     }
@@ -310,7 +315,7 @@ pub const MAX_REASON_BYTES: usize = 1024;
 
 /// What every revoking function does first: refuse on a standby and an over-long reason, and mark
 /// the transaction for `token_store.synchronous_revocation`.
-fn begin_revocation(what: &'static str, reason: Option<&str>) -> TsResult<()> {
+pub(super) fn begin_revocation(what: &'static str, reason: Option<&str>) -> TsResult<()> {
     ensure_primary(what)?;
     match reason {
         Some(r) if r.len() > MAX_REASON_BYTES => Err(TsError::TooLong {
@@ -351,8 +356,13 @@ pub fn revoke_id(id: [u8; 16], reason: Option<&str>) -> TsResult<bool> {
     storage::revoke_by_id(id, reason)
 }
 
-/// `jwt_revoke_subject`: revoke the subject's stored tokens and refuse its older ones.
+/// `jwt_revoke_subject`: revoke the subject's stored tokens and refuse its older ones; end its
+/// sessions.
 pub fn revoke_subject(subject: &str, reason: Option<&str>) -> TsResult<i64> {
     begin_revocation("jwt_revoke_subject", reason)?;
+    // its sessions end too, or their refresh tokens would go on minting access tokens
+    if storage::sessions::installed()? {
+        storage::sessions::end_subject(subject, None, reason)?;
+    }
     storage::revoke_subject(subject, reason)
 }

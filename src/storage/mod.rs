@@ -11,6 +11,8 @@ use pgrx::{JsonB, Spi};
 
 use crate::error::{TsError, TsResult};
 
+pub mod sessions;
+
 /// `SELECT <key columns> FROM token_store.signing_keys <rest>`, built at compile time.
 macro_rules! key_select {
     ($rest:literal) => {
@@ -483,6 +485,12 @@ pub fn purge_privileges_held() -> TsResult<bool> {
          AND pg_catalog.has_table_privilege('token_store.subject_revocations', 'SELECT') \
          AND pg_catalog.has_table_privilege('token_store.subject_revocations', 'DELETE') \
          AND pg_catalog.has_any_column_privilege('token_store.subject_revocations', 'UPDATE') \
+         AND (pg_catalog.to_regclass('token_store.sessions') IS NULL OR \
+              pg_catalog.has_table_privilege('token_store.sessions', 'SELECT') \
+          AND pg_catalog.has_table_privilege('token_store.sessions', 'DELETE') \
+          AND pg_catalog.has_any_column_privilege('token_store.sessions', 'UPDATE') \
+          AND pg_catalog.has_table_privilege('token_store.refresh_tokens', 'SELECT') \
+          AND pg_catalog.has_table_privilege('token_store.refresh_tokens', 'DELETE')) \
          ELSE false END";
     read(SQL, &[], &[], |t| {
         Ok(t.first().get::<bool>(1)?.unwrap_or(false))

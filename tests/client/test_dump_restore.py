@@ -90,3 +90,30 @@ def test_dump_and_restore(ts, dbs, tmp_path):
                        "'EXECUTE')") is True
     assert ts.one(dst, "SELECT has_function_privilege('public', 'token_store.jwt_verify(text,text,text)', "
                        "'EXECUTE')") is False
+
+
+def test_sessions_survive_dump_and_restore(ts, dbs, tmp_path):
+    src = ts.connect(SRC)
+    ts.create_key(src, "k-sess", "HS256")
+    start = "SELECT token_store.session_start(%s::jsonb, metadata => %s::jsonb)"
+    live = ts.one(src, start, ('{"sub": "dumped", "role": "r"}', '{"device": "phone"}'))
+    live = ts.one(src, "SELECT token_store.session_refresh(%s)", (live["refresh_token"],))
+    ended = ts.one(src, start, ('{"sub": "dumped"}', '{"device": "laptop"}'))
+    assert ts.one(src, "SELECT token_store.session_end(%s)", (ended["session_id"],)) is True
+    before = {t: table_rows(ts, src, t) for t in ("sessions", "refresh_tokens")}
+    assert len(before["sessions"]) == 2 and len(before["refresh_tokens"]) == 3
+
+    dump = tmp_path / "sessions.dump"
+    run(ts, "pg_dump", "-Fc", "-f", str(dump), SRC)
+    ts.admin_conn().execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(DST)))
+    run(ts, "pg_restore", "-d", DST, str(dump))
+
+    dst = ts.connect(DST)
+    for table, rows in before.items():
+        assert table_rows(ts, dst, table) == rows, f"token_store.{table} differs after restore"
+    assert ts.rows(dst, "SELECT session_id::text, generation, metadata FROM token_store.sessions('dumped')") == [
+        (live["session_id"], 1, {"device": "phone"})]
+    assert ts.verify(dst, live["access_token"])["role"] == "r"
+    ts.assert_rejected(dst, ended["access_token"], "session_ended")
+    pair = ts.one(dst, "SELECT token_store.session_refresh(%s)", (live["refresh_token"],))
+    assert ts.verify(dst, pair["access_token"])["sid"] == live["session_id"]

@@ -2,7 +2,7 @@
 
 The functions are read from pg_proc, so a function added later is covered without editing this
 file. A NULL in an argument without a NULL default gives NULL, as a STRICT function would
-(jwt_valid gives false); a NULL where the default is NULL means "not given" and may give any
+(jwt_valid gives false; a set-returning function, such as sessions(), gives no rows); a NULL where the default is NULL means "not given" and may give any
 documented answer, but never an internal error."""
 
 import uuid
@@ -31,19 +31,20 @@ def conn(ts, db):
 
 
 def functions(conn):
-    """(name, [(arg name, type, default is NULL)]) of every function in schema token_store."""
+    """(name, [(arg name, type, default is NULL)], returns a set) of every function in schema
+    token_store."""
     rows = conn.execute(
         """SELECT p.proname, p.proargnames, pg_catalog.oidvectortypes(p.proargtypes),
-                  pg_catalog.pg_get_expr(p.proargdefaults, 0), p.pronargs, p.pronargdefaults
+                  pg_catalog.pg_get_expr(p.proargdefaults, 0), p.pronargs, p.pronargdefaults, p.proretset
              FROM pg_catalog.pg_proc p JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace
             WHERE n.nspname = 'token_store' AND p.prokind = 'f' ORDER BY p.proname"""
     ).fetchall()
     out = []
-    for name, argnames, types, defaults, nargs, ndefaults in rows:
+    for name, argnames, types, defaults, nargs, ndefaults, retset in rows:
         types = [t.strip() for t in types.split(",")] if nargs else []
         default_texts = [d.strip() for d in (defaults or "").split(",")] if ndefaults else []
         defaults_null = [False] * (nargs - ndefaults) + [d.upper().startswith("NULL") for d in default_texts]
-        out.append((name, list(zip((argnames or [])[:nargs], types, defaults_null))))
+        out.append((name, list(zip((argnames or [])[:nargs], types, defaults_null)), retset))
     return out
 
 
@@ -73,11 +74,14 @@ def sample(ts, conn, name: str, typ: str):
 
 def test_every_function_with_null_in_every_argument(ts, conn):
     checked = 0
-    for fname, args in functions(conn):
+    for fname, args, retset in functions(conn):
         for i, (arg, typ, default_null) in enumerate(args):
             values = [sql.SQL("NULL::{}").format(sql.SQL(typ)) if j == i else sample(ts, conn, a, t)
                       for j, (a, t, _) in enumerate(args)]
-            query = sql.SQL("SELECT token_store.{}({})").format(sql.Identifier(fname), sql.SQL(", ").join(values))
+            call = sql.SQL("token_store.{}({})").format(sql.Identifier(fname), sql.SQL(", ").join(values))
+            # a set-returning function answers with rows: no rows stand for NULL, any for their count
+            query = sql.SQL("SELECT nullif((SELECT count(*) FROM {}), 0)").format(call) if retset else \
+                sql.SQL("SELECT {}").format(call)
             with conn.transaction(force_rollback=True):
                 try:
                     with conn.transaction():

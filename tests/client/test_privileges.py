@@ -20,6 +20,7 @@ ROLES = {APP: ["token_store_app"], ADMIN: ["token_store_admin"], NOBODY: [], ATT
 DEFINER_FUNCTIONS = {
     "create_key", "set_key_state", "jwt_issue", "jwt_store", "jwt_verify", "jwt_valid", "jwt_introspect",
     "jwt_revoke", "jwt_revoke_id", "jwt_revoke_subject", "jwt_payload", "purge", "stats",
+    "session_start", "session_refresh", "session_end", "session_end_subject", "sessions",
 }
 PINNED_SEARCH_PATH = "search_path=pg_catalog, pg_temp"
 

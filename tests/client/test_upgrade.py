@@ -159,6 +159,12 @@ def test_update_from_each_older_release(ts, old):
     revoked = ts.issue(conn, ts.claims("up-dave"), kid="up-hs")
     assert ts.revoke(conn, revoked) is True
     assert ts.one(conn, "SELECT token_store.jwt_revoke_subject('up-erin')") == 0
+    # the new library serving the old schema (until the UPDATE): a sid names no session, and the
+    # purge and stats find no session tables to work on
+    with_sid = ts.issue(conn, ts.claims("up-frank", sid="7f8e3a52-4c3b-4a43-9d51-2f1f9d7e6a10"), kid="up-hs")
+    assert ts.valid(conn, with_sid) is True
+    assert ts.one(conn, "SELECT token_store.purge()") == 0
+    assert ts.one(conn, "SELECT count(*) FROM token_store.stats") == 1
 
     conn.execute("ALTER EXTENSION token_store UPDATE")
     assert ts.one(conn, "SELECT extversion FROM pg_extension WHERE extname = 'token_store'") == current
@@ -173,7 +179,12 @@ def test_update_from_each_older_release(ts, old):
                                      "up-hs"), "subject_revoked")
     payload_subs = sorted(p["sub"] for (p,) in conn.execute(
         "SELECT token_store.jwt_payload(id) FROM token_store.tokens").fetchall())
-    assert payload_subs == ["up-alice", "up-bob", "up-carol", "up-dave"]
+    assert payload_subs == ["up-alice", "up-bob", "up-carol", "up-dave", "up-frank"]
+    assert ts.valid(conn, with_sid) is True
+    if version_key(old) < version_key("0.3.0"):
+        pair = ts.one(conn, """SELECT token_store.session_start('{"sub": "up-sess"}', kid => 'up-hs')""")
+        assert ts.verify(conn, pair["access_token"])["sid"] == pair["session_id"]
+        assert "access_token" in ts.one(conn, "SELECT token_store.session_refresh(%s)", (pair["refresh_token"],))
     after = ts.issue(conn, ts.claims("upgraded"), kid="up-hs")
     assert jwt.decode(after, secret, algorithms=["HS256"])["sub"] == "upgraded"
     ts.drop_db(DB)

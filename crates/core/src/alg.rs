@@ -108,11 +108,15 @@ pub enum Reason {
     SubjectRevoked,
     NotStored,
     Malformed,
+    SessionEnded,
+    RefreshReused,
+    SessionExpired,
+    SessionIdle,
 }
 
 impl Reason {
     /// Every reason, in a fixed order (also the order of the outcome counters).
-    pub const ALL: [Reason; 12] = [
+    pub const ALL: [Reason; 16] = [
         Reason::BadSignature,
         Reason::UnknownKey,
         Reason::AlgorithmNotAllowed,
@@ -125,6 +129,10 @@ impl Reason {
         Reason::SubjectRevoked,
         Reason::NotStored,
         Reason::Malformed,
+        Reason::SessionEnded,
+        Reason::RefreshReused,
+        Reason::SessionExpired,
+        Reason::SessionIdle,
     ];
 
     /// The contract's reason code.
@@ -142,6 +150,10 @@ impl Reason {
             Reason::SubjectRevoked => "subject_revoked",
             Reason::NotStored => "not_stored",
             Reason::Malformed => "malformed",
+            Reason::SessionEnded => "session_ended",
+            Reason::RefreshReused => "refresh_reused",
+            Reason::SessionExpired => "session_expired",
+            Reason::SessionIdle => "session_idle",
         }
     }
 
@@ -184,6 +196,10 @@ mod tests {
                 "subject_revoked",
                 "not_stored",
                 "malformed",
+                "session_ended",
+                "refresh_reused",
+                "session_expired",
+                "session_idle",
             ]
         );
         for (i, r) in Reason::ALL.iter().enumerate() {

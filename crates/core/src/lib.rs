@@ -6,3 +6,4 @@ pub mod alg;
 pub mod claims;
 pub mod jws;
 pub mod keys;
+pub mod refresh;
