@@ -1,6 +1,9 @@
 //! Tokens: verify, store, issue, revoke.
 
+use std::rc::Rc;
+
 use super::*;
+use crate::storage::{probe, TokenStatus};
 
 pub(super) fn max_token_bytes() -> usize {
     usize::try_from(gucs::MAX_TOKEN_BYTES.get()).unwrap_or(16_384)
@@ -17,7 +20,11 @@ pub(super) fn header_alg(parsed: &Parsed) -> TsResult<Alg> {
 /// Check the signature against `candidates`: the row of the header's `kid` (if any), or the
 /// non-retired keys of its `alg`, refused as `unknown_key` when there are more than
 /// [`jws::MAX_KIDLESS_CANDIDATES`]. Returns the key that verified it.
-pub(super) fn pick_key(parsed: &Parsed, alg: Alg, candidates: Vec<KeyRow>) -> TsResult<KeyRow> {
+pub(super) fn pick_key(
+    parsed: &Parsed,
+    alg: Alg,
+    candidates: Vec<Rc<KeyRow>>,
+) -> TsResult<Rc<KeyRow>> {
     let candidates = if parsed.header.kid.is_some() {
         let row = candidates
             .into_iter()
@@ -45,16 +52,34 @@ pub(super) fn pick_key(parsed: &Parsed, alg: Alg, candidates: Vec<KeyRow>) -> Ts
     Err(TsError::Rejected(Reason::BadSignature))
 }
 
+/// The keys a token may be checked against: the row its header's `kid` names, or the non-retired
+/// keys of its `alg`; from the per-backend key set, without SQL.
+fn candidates(parsed: &Parsed, alg: Alg) -> TsResult<Vec<Rc<KeyRow>>> {
+    let set = signing_keys::key_set()?;
+    Ok(match parsed.header.kid.as_deref() {
+        Some(kid) => set.by_kid(kid).into_iter().collect(),
+        None => set.by_alg(alg.as_str()),
+    })
+}
+
 /// Find the key the header names (or the candidates of its alg) and check the signature.
-pub(super) fn authenticate<'a>(token: &'a str) -> TsResult<(Parsed<'a>, KeyRow)> {
+pub(super) fn authenticate<'a>(token: &'a str) -> TsResult<(Parsed<'a>, Rc<KeyRow>)> {
     let parsed = parse(token)?;
     let alg = header_alg(&parsed)?;
-    let candidates = match &parsed.header.kid {
-        Some(kid) => storage::key_by_kid(kid)?.into_iter().collect(),
-        None => storage::keys_by_alg(alg.as_str())?,
-    };
-    let row = pick_key(&parsed, alg, candidates)?;
+    let row = pick_key(&parsed, alg, candidates(&parsed, alg)?)?;
     Ok((parsed, row))
+}
+
+/// What the tables say about a token and its subject, read by index probes under the statement's
+/// snapshot (own earlier writes included, as a query would see them).
+fn token_status(hash: &[u8; 32], subject: Option<&str>) -> TsResult<TokenStatus> {
+    Ok(TokenStatus {
+        stored: probe::token_row(hash)?,
+        subject_revoked_before: match subject {
+            Some(s) => probe::subject_revoked_before(s)?,
+            None => None,
+        },
+    })
 }
 
 /// A token that passed every check.
@@ -112,20 +137,7 @@ pub(super) fn verify_uncounted<'a>(
     let alg = header_alg(&parsed)?;
     let hash = jws::token_hash(&parsed);
     let subject = parsed.claims.sub.as_deref();
-    // With a kid (the usual case), one statement reads the key row and the token's status.
-    let (key, status) = match parsed.header.kid.as_deref() {
-        Some(kid) => {
-            let (status, row) = storage::status_and_key(&hash, subject, kid)?;
-            (
-                pick_key(&parsed, alg, row.into_iter().collect())?,
-                Some(status),
-            )
-        }
-        None => (
-            pick_key(&parsed, alg, storage::keys_by_alg(alg.as_str())?)?,
-            None,
-        ),
-    };
+    let key = pick_key(&parsed, alg, candidates(&parsed, alg)?)?;
     let audience = setting_or(audience, &gucs::AUDIENCE);
     let issuer = setting_or(issuer, &gucs::ISSUER);
     let policy = Policy {
@@ -135,10 +147,7 @@ pub(super) fn verify_uncounted<'a>(
         issuer: issuer.as_deref(),
     };
     claims::check_claims(&parsed.claims, &policy).map_err(TsError::Rejected)?;
-    let status = match status {
-        Some(s) => s,
-        None => storage::token_status(&hash, subject)?,
-    };
+    let status = token_status(&hash, subject)?;
     if let Some((_, true)) = status.stored {
         return Err(TsError::Rejected(Reason::Revoked));
     }
@@ -153,7 +162,7 @@ pub(super) fn verify_uncounted<'a>(
     }
     Ok(Verified {
         parsed,
-        kid: key.kid,
+        kid: key.kid.clone(),
         hash,
         token_id: status.stored.map(|(id, _)| id),
     })

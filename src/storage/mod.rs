@@ -1,4 +1,7 @@
 //! All SQL the extension runs: fixed statements with bind parameters, planned once per backend.
+//! The read path (verification) runs none: it reads through the index probes of `probe`.
+
+pub mod probe;
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -121,13 +124,6 @@ pub fn key_by_kid(kid: &str) -> TsResult<Option<KeyRow>> {
     })
 }
 
-/// Non-retired keys of `alg`, newest first.
-pub fn keys_by_alg(alg: &str) -> TsResult<Vec<KeyRow>> {
-    const SQL: &str =
-        key_select!("WHERE alg = $1 AND state <> 'retired' ORDER BY created_at DESC, kid");
-    read(SQL, &[T::TEXTOID], &[alg.into()], key_rows)
-}
-
 /// The newest active key that can sign.
 pub fn default_signing_key() -> TsResult<Option<KeyRow>> {
     const SQL: &str = key_select!(
@@ -153,7 +149,7 @@ pub fn insert_key(k: &NewKey) -> TsResult<bool> {
     const SQL: &str = "INSERT INTO token_store.signing_keys \
                          (kid, alg, state, can_sign, material, key_fingerprint, public_jwk) \
                        VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (kid) DO NOTHING";
-    write(
+    let inserted = write(
         SQL,
         &[
             T::TEXTOID,
@@ -174,7 +170,9 @@ pub fn insert_key(k: &NewKey) -> TsResult<bool> {
             k.public_jwk.map(|j| JsonB(j.clone())).into(),
         ],
         |t| Ok(t.len() == 1),
-    )
+    )?;
+    probe::keys_changed()?;
+    Ok(inserted)
 }
 
 /// Public JWKs of every non-retired asymmetric key, oldest first.
@@ -196,12 +194,14 @@ pub fn public_jwks() -> TsResult<Vec<serde_json::Value>> {
 pub fn set_key_state(kid: &str, state: &str) -> TsResult<bool> {
     const SQL: &str = "UPDATE token_store.signing_keys \
                        SET state = $2, version = version + 1, updated_at = now() WHERE kid = $1";
-    write(
+    let changed = write(
         SQL,
         &[T::TEXTOID, T::TEXTOID],
         &[kid.into(), state.into()],
         |t| Ok(t.len() == 1),
-    )
+    )?;
+    probe::keys_changed()?;
+    Ok(changed)
 }
 
 /// What the table says about a token and its subject.
@@ -244,30 +244,6 @@ pub fn token_status(hash: &[u8; 32], subject: Option<&str>) -> TsResult<TokenSta
         &[T::BYTEAOID, T::TEXTOID],
         &[hash.as_slice().into(), subject.into()],
         |t| status_at(&only_row(t)?),
-    )
-}
-
-/// `token_status` and `key_by_kid` in one statement: the verification hot path.
-pub fn status_and_key(
-    hash: &[u8; 32],
-    subject: Option<&str>,
-    kid: &str,
-) -> TsResult<(TokenStatus, Option<KeyRow>)> {
-    const SQL: &str = "SELECT t.id, t.revoked_at IS NOT NULL, \
-           (SELECT extract(epoch FROM s.revoked_before)::float8 \
-              FROM token_store.subject_revocations s WHERE s.subject = $2), \
-           k.kid, k.alg, k.state, k.can_sign, k.version, k.material, k.key_fingerprint \
-         FROM (SELECT 1) AS one \
-         LEFT JOIN token_store.tokens t ON t.token_hash = $1 \
-         LEFT JOIN token_store.signing_keys k ON k.kid = $3";
-    read(
-        SQL,
-        &[T::BYTEAOID, T::TEXTOID, T::TEXTOID],
-        &[hash.as_slice().into(), subject.into(), kid.into()],
-        |t| {
-            let row = only_row(t)?;
-            Ok((status_at(&row)?, key_row_at(&row, 4)?))
-        },
     )
 }
 
@@ -551,7 +527,8 @@ pub fn reseal_key(kid: &str, material: &[u8], fp: &str) -> TsResult<()> {
         &[T::TEXTOID, T::BYTEAOID, T::TEXTOID],
         &[kid.into(), material.into(), fp.into()],
         |_| Ok(()),
-    )
+    )?;
+    probe::keys_changed()
 }
 
 /// Counts for `stats()`: (active, revoked, expired, rows per encryption key fingerprint).
