@@ -27,6 +27,8 @@ pub struct KeySet {
     by_kid: HashMap<String, Rc<KeyRow>>,
     /// Non-retired keys per alg, newest first (ties by kid).
     by_alg: HashMap<String, Vec<Rc<KeyRow>>>,
+    /// The newest active key that can sign (ties: the greatest kid).
+    default_signer: Option<Rc<KeyRow>>,
 }
 
 impl KeySet {
@@ -38,6 +40,11 @@ impl KeySet {
     /// The non-retired keys of `alg`, newest first.
     pub fn by_alg(&self, alg: &str) -> Vec<Rc<KeyRow>> {
         self.by_alg.get(alg).cloned().unwrap_or_default()
+    }
+
+    /// The key `jwt_issue` signs with when given no kid: the newest active key that can sign.
+    pub fn default_signer(&self) -> Option<Rc<KeyRow>> {
+        self.default_signer.clone()
     }
 }
 
@@ -95,8 +102,17 @@ pub fn key_set() -> TsResult<Rc<KeySet>> {
     rows.sort_by(|(a, at), (b, bt)| bt.cmp(at).then_with(|| a.kid.cmp(&b.kid)));
     let mut by_kid = HashMap::with_capacity(rows.len());
     let mut by_alg: HashMap<String, Vec<Rc<KeyRow>>> = HashMap::new();
-    for (row, _) in rows {
+    let mut default_signer: Option<(i64, Rc<KeyRow>)> = None;
+    for (row, created_at) in rows {
         let row = Rc::new(row);
+        if row.state == "active" && row.can_sign {
+            let newer = default_signer
+                .as_ref()
+                .is_none_or(|(at, best)| (created_at, row.kid.as_str()) > (*at, best.kid.as_str()));
+            if newer {
+                default_signer = Some((created_at, row.clone()));
+            }
+        }
         if row.state != "retired" {
             by_alg.entry(row.alg.clone()).or_default().push(row.clone());
         }
@@ -106,6 +122,7 @@ pub fn key_set() -> TsResult<Rc<KeySet>> {
         generation: read_in,
         by_kid,
         by_alg,
+        default_signer: default_signer.map(|(_, row)| row),
     });
     // Kept only when no invalidation arrived while it was read; used for this call either way.
     if relations::generation() == read_in {

@@ -231,10 +231,13 @@ pub(super) fn interval_secs(months: i32, days: i32, micros: i64) -> f64 {
     f64::from(months) * 30.0 * 86_400.0 + f64::from(days) * 86_400.0 + micros as f64 / 1e6
 }
 
-pub(super) fn signing_row(kid: Option<&str>) -> TsResult<KeyRow> {
+pub(super) fn signing_row(kid: Option<&str>) -> TsResult<Rc<KeyRow>> {
+    // from the per-backend key set, as verification reads it: no SQL
+    let set = signing_keys::key_set()?;
     match kid {
         Some(kid) => {
-            let row = storage::key_by_kid(kid)?
+            let row = set
+                .by_kid(kid)
                 .ok_or_else(|| TsError::UndefinedObject(format!("key \"{kid}\" does not exist")))?;
             if row.state != "active" {
                 return Err(TsError::NotInPrerequisiteState {
@@ -250,7 +253,7 @@ pub(super) fn signing_row(kid: Option<&str>) -> TsResult<KeyRow> {
             }
             Ok(row)
         }
-        None => storage::default_signing_key()?.ok_or_else(|| TsError::NotInPrerequisiteState {
+        None => set.default_signer().ok_or_else(|| TsError::NotInPrerequisiteState {
             message: "no active key can sign".into(),
             hint: Some("Create one with token_store.create_key(kid, alg, key) or token_store.generate_key(kid, alg).".into()),
         }),

@@ -124,14 +124,6 @@ pub fn key_by_kid(kid: &str) -> TsResult<Option<KeyRow>> {
     })
 }
 
-/// The newest active key that can sign.
-pub fn default_signing_key() -> TsResult<Option<KeyRow>> {
-    const SQL: &str = key_select!(
-        "WHERE state = 'active' AND can_sign ORDER BY created_at DESC, kid DESC LIMIT 1"
-    );
-    read(SQL, &[], &[], |t| Ok(key_rows(t)?.into_iter().next()))
-}
-
 /// A key to insert.
 pub struct NewKey<'a> {
     pub kid: &'a str,

@@ -290,3 +290,21 @@ def test_truncate_in_other_session(ts, db):
     # a plain TRUNCATE of the keys table (not through the key functions) empties B's key set too
     a.execute("TRUNCATE token_store.signing_keys")
     ts.assert_rejected(b, token, "unknown_key")
+
+
+def test_issue_in_warm_session_follows_key_changes_at_once(ts, db):
+    a, b = ts.connect(db), ts.connect(db)
+    ts.create_key(a, "rp-issue-old", "HS256")
+    first = ts.issue(b, {"sub": "rp-issue"})  # B's key set is warm
+    assert ts.verify(b, first)["sub"] == "rp-issue"
+    assert ts.one(b, "SELECT token_store.jwt_introspect(%s)->>'active'", (first,)) == "true"
+
+    ts.create_key(a, "rp-issue-new", "HS256")
+    newest = ts.issue(b, {"sub": "rp-issue"})  # signed with the newest active key at once
+    assert ts.one(b, "SELECT kid FROM token_store.tokens WHERE token_hash = sha256(%s::bytea)", (newest,)) == "rp-issue-new"
+
+    a.execute("SELECT token_store.set_key_state('rp-issue-new', 'verify_only')")
+    again = ts.issue(b, {"sub": "rp-issue"})
+    assert ts.one(b, "SELECT kid FROM token_store.tokens WHERE token_hash = sha256(%s::bytea)", (again,)) != "rp-issue-new"
+    with ts.expect_error("55000"):
+        ts.issue(b, {"sub": "rp-issue"}, kid="rp-issue-new")
