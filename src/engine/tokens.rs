@@ -213,6 +213,7 @@ pub(super) fn store_row(
 /// `jwt_store`: verify, then store; the same token twice gives the same id.
 pub fn store(token: &str) -> TsResult<[u8; 16]> {
     ensure_primary("jwt_store")?;
+    probe::see_own_writes();
     let v = verify(token, None, None, Mode::Store)?;
     if let Some(id) = v.token_id {
         return Ok(id);
@@ -263,6 +264,7 @@ pub(super) fn signing_row(kid: Option<&str>) -> TsResult<Rc<KeyRow>> {
 /// `jwt_issue`: complete the claims, sign, store, return the token. `claims` is jsonb's text.
 pub fn issue(claims: &str, ttl: (i32, i32, i64), kid: Option<&str>) -> TsResult<String> {
     ensure_primary("jwt_issue")?;
+    probe::see_own_writes();
     // base64url makes the payload 4/3 as long: refuse what cannot fit before any work on it
     let limit = max_token_bytes();
     if claims.len().saturating_mul(4) / 3 > limit {
@@ -342,6 +344,7 @@ fn begin_revocation(what: &'static str, reason: Option<&str>) -> TsResult<()> {
 /// `jwt_revoke`: true if this call revoked it. An unstored, correctly signed token gets a revoked row.
 pub fn revoke(token: &str, reason: Option<&str>) -> TsResult<bool> {
     begin_revocation("jwt_revoke", reason)?;
+    probe::see_own_writes();
     let (parsed, key) = authenticate(token)?;
     let hash = jws::token_hash(&parsed);
     if let Some(changed) = storage::revoke_by_hash(&hash, reason)? {

@@ -127,6 +127,16 @@ pub fn keys_changed() -> TsResult<()> {
     Ok(())
 }
 
+/// For the functions that write (jwt_issue, jwt_store, jwt_revoke), before they read the keys:
+/// make this transaction's earlier writes of the same statement visible, as the SPI statements
+/// they ran before did (a key made by `create_key` earlier in the same SELECT, say), and process
+/// the invalidations those writes queued, which empties this backend's key set if the keys changed.
+pub fn see_own_writes() {
+    // SAFETY: CommandCounterIncrement is what SPI runs before each writing statement; the callers
+    // have refused to run on a hot standby (they write), and it is a no-op when nothing was written.
+    unsafe { pg_sys::CommandCounterIncrement() }
+}
+
 /// Which snapshot a probe reads under.
 #[derive(Clone, Copy)]
 enum Snap {

@@ -308,3 +308,24 @@ def test_issue_in_warm_session_follows_key_changes_at_once(ts, db):
     assert ts.one(b, "SELECT kid FROM token_store.tokens WHERE token_hash = sha256(%s::bytea)", (again,)) != "rp-issue-new"
     with ts.expect_error("55000"):
         ts.issue(b, {"sub": "rp-issue"}, kid="rp-issue-new")
+
+
+def test_key_made_earlier_in_the_same_statement_signs_and_stores(ts, db):
+    a = ts.connect(db)
+    ts.create_key(a, "rp-same-warm", "HS256")
+    ts.issue(a, {"sub": "rp-same"}, kid="rp-same-warm")  # the key set is warm
+    token = ts.one(
+        a,
+        "SELECT token_store.jwt_issue('{\"sub\": \"rp-same\"}', '5 minutes', k) "
+        "FROM (SELECT token_store.create_key('rp-same', 'HS256', %s) AS k) made",
+        (ts.new_secret("HS256"),),
+    )
+    assert ts.verify(a, token)["sub"] == "rp-same"
+    secret = ts.new_secret("HS256")
+    minted = ts.mint(ts.claims(sub="rp-same-2"), secret, "HS256", "rp-same-2")
+    row = ts.rows(
+        a,
+        "SELECT token_store.create_key('rp-same-2', 'HS256', %s), token_store.jwt_store(%s)",
+        (secret, minted),
+    )[0]
+    assert row[0] == "rp-same-2" and ts.introspect(a, minted)["token_id"] == str(row[1])
