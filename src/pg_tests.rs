@@ -807,11 +807,12 @@ mod tests {
     #[pg_test]
     fn functions_are_security_definer_with_pinned_search_path_and_nothing_for_public() {
         // Every function that runs SQL; the three readers run none (storage::probe) and are
-        // SECURITY INVOKER without a search_path of their own.
+        // SECURITY INVOKER without a search_path of their own, as is the keys trigger.
         let bad = text(
             "SELECT coalesce(string_agg(p.proname, ','), '') FROM pg_proc p \
              WHERE p.pronamespace = 'token_store'::regnamespace \
                AND p.proname NOT IN ('jwt_verify', 'jwt_valid', 'jwt_introspect') \
+               AND p.prorettype <> 'trigger'::regtype \
                AND NOT (p.prosecdef AND p.proconfig @> ARRAY['search_path=pg_catalog, pg_temp'])",
         );
         assert_eq!(bad, "");

@@ -3,9 +3,10 @@
 //! sealed bytes change.
 //!
 //! The key set is read without SQL (`storage::probe::all_keys`) and kept until the next relcache
-//! invalidation of the extension's relations (`cache::relations`); every function that writes the
-//! keys table sends one (`storage::probe::keys_changed`), so a change takes effect in every session
-//! at its next statement after the commit.
+//! invalidation of the extension's relations (`cache::relations`). Every change to the keys table,
+//! by the key functions or by plain SQL, fires the trigger `signing_keys_changed`, which sends one
+//! (`storage::probe::keys_changed`): it takes effect in every session at its next statement after
+//! the commit.
 
 use std::cell::RefCell;
 use std::collections::HashMap;

@@ -141,7 +141,7 @@ pub fn insert_key(k: &NewKey) -> TsResult<bool> {
     const SQL: &str = "INSERT INTO token_store.signing_keys \
                          (kid, alg, state, can_sign, material, key_fingerprint, public_jwk) \
                        VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (kid) DO NOTHING";
-    let inserted = write(
+    write(
         SQL,
         &[
             T::TEXTOID,
@@ -162,9 +162,7 @@ pub fn insert_key(k: &NewKey) -> TsResult<bool> {
             k.public_jwk.map(|j| JsonB(j.clone())).into(),
         ],
         |t| Ok(t.len() == 1),
-    )?;
-    probe::keys_changed()?;
-    Ok(inserted)
+    )
 }
 
 /// Public JWKs of every non-retired asymmetric key, oldest first.
@@ -186,14 +184,12 @@ pub fn public_jwks() -> TsResult<Vec<serde_json::Value>> {
 pub fn set_key_state(kid: &str, state: &str) -> TsResult<bool> {
     const SQL: &str = "UPDATE token_store.signing_keys \
                        SET state = $2, version = version + 1, updated_at = now() WHERE kid = $1";
-    let changed = write(
+    write(
         SQL,
         &[T::TEXTOID, T::TEXTOID],
         &[kid.into(), state.into()],
         |t| Ok(t.len() == 1),
-    )?;
-    probe::keys_changed()?;
-    Ok(changed)
+    )
 }
 
 /// What the table says about a token and its subject.
@@ -519,8 +515,7 @@ pub fn reseal_key(kid: &str, material: &[u8], fp: &str) -> TsResult<()> {
         &[T::TEXTOID, T::BYTEAOID, T::TEXTOID],
         &[kid.into(), material.into(), fp.into()],
         |_| Ok(()),
-    )?;
-    probe::keys_changed()
+    )
 }
 
 /// Counts for `stats()`: (active, revoked, expired, rows per encryption key fingerprint).

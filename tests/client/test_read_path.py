@@ -329,3 +329,22 @@ def test_key_made_earlier_in_the_same_statement_signs_and_stores(ts, db):
         (secret, minted),
     )[0]
     assert row[0] == "rp-same-2" and ts.introspect(a, minted)["token_id"] == str(row[1])
+
+
+def test_plain_sql_change_to_the_keys_table_reaches_warm_session(ts, db):
+    a, b = ts.connect(db), ts.connect(db)
+    secret = ts.create_key(a, "rp-plain", "HS256")
+    token = ts.mint(ts.claims(sub="rp-plain"), secret, "HS256", "rp-plain")
+    kidless = ts.mint(ts.claims(sub="rp-plain"), secret, "HS256")
+    ts.store(a, token)
+    ts.store(a, kidless)
+    warm(ts, b, token, kidless)
+    # an operator's UPDATE, not set_key_state: the trigger sends the invalidation
+    a.execute("UPDATE token_store.signing_keys SET state = 'retired', version = version + 1 WHERE kid = 'rp-plain'")
+    ts.assert_rejected(b, token, "unknown_key")
+    assert ts.valid(b, kidless) is False
+    a.execute("UPDATE token_store.signing_keys SET state = 'active', version = version + 1 WHERE kid = 'rp-plain'")
+    assert ts.valid(b, token) is True
+    a.execute("DELETE FROM token_store.signing_keys WHERE kid = 'rp-plain'")
+    ts.assert_rejected(b, token, "unknown_key")
+    assert ts.valid(b, kidless) is False
