@@ -4,6 +4,11 @@
 CREATE VIEW token_store.stats AS SELECT * FROM token_store.stats();
 COMMENT ON VIEW token_store.stats IS 'token_store: counts, purge figures and verification outcomes';
 
+-- Any change to the keys, by the key functions or by plain SQL, reaches every session's key cache.
+CREATE TRIGGER signing_keys_changed
+    AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON token_store.signing_keys
+    FOR EACH STATEMENT EXECUTE FUNCTION token_store.signing_keys_changed();
+
 -- One sentence per function, as in the README; shown by \df+ and obj_description.
 COMMENT ON FUNCTION token_store.create_key(text, text, text) IS
     'token_store: register a key (secret, PEM or JWK) for an algorithm and return its kid';
@@ -37,6 +42,8 @@ COMMENT ON FUNCTION token_store.purge(bigint) IS
     'token_store: delete expired rows now and return how many';
 COMMENT ON FUNCTION token_store.reencrypt(integer) IS
     'token_store: move rows still sealed under a previous encryption key onto the current one; returns how many';
+COMMENT ON FUNCTION token_store.signing_keys_changed() IS
+    'token_store: trigger on signing_keys that makes every session read the keys again';
 COMMENT ON FUNCTION token_store.stats() IS
     'token_store: counts, purge figures and verification outcomes';
 COMMENT ON FUNCTION token_store.session_start(jsonb, interval, interval, jsonb, text) IS

@@ -826,12 +826,26 @@ mod tests {
 
     #[pg_test]
     fn functions_are_security_definer_with_pinned_search_path_and_nothing_for_public() {
+        // Every function that runs SQL; the three readers run none (storage::probe) and are
+        // SECURITY INVOKER without a search_path of their own, as is the keys trigger.
         let bad = text(
             "SELECT coalesce(string_agg(p.proname, ','), '') FROM pg_proc p \
              WHERE p.pronamespace = 'token_store'::regnamespace \
+               AND p.proname NOT IN ('jwt_verify', 'jwt_valid', 'jwt_introspect') \
+               AND p.prorettype <> 'trigger'::regtype \
                AND NOT (p.prosecdef AND p.proconfig @> ARRAY['search_path=pg_catalog, pg_temp'])",
         );
         assert_eq!(bad, "");
+        let readers = text(
+            "SELECT string_agg(p.proname || ':' || p.prosecdef || ':' || coalesce(p.proconfig::text, 'none'), ',' \
+                               ORDER BY p.proname) FROM pg_proc p \
+             WHERE p.pronamespace = 'token_store'::regnamespace \
+               AND p.proname IN ('jwt_verify', 'jwt_valid', 'jwt_introspect')",
+        );
+        assert_eq!(
+            readers,
+            "jwt_introspect:false:none,jwt_valid:false:none,jwt_verify:false:none"
+        );
         let public_exec = text(
             "SELECT coalesce(string_agg(p.proname, ','), '') FROM pg_proc p \
              WHERE p.pronamespace = 'token_store'::regnamespace AND has_function_privilege('public', p.oid, 'EXECUTE')",

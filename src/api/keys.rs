@@ -42,3 +42,15 @@ fn import_jwks(jwks: JsonbText) -> i32 {
 fn jwks() -> JsonB {
     JsonB(guarded(|| engine::keys::jwks().or_raise()))
 }
+
+/// Trigger on `token_store.signing_keys` (after each INSERT, UPDATE, DELETE or TRUNCATE statement):
+/// sends the relcache invalidation that makes every session read the keys again, so a change made
+/// with plain SQL (a restore, an operator's UPDATE) reaches the per-backend key caches like one made
+/// by the key functions.
+#[pg_trigger]
+fn signing_keys_changed<'a>(
+    _trigger: &'a pgrx::PgTrigger<'a>,
+) -> Result<Option<PgHeapTuple<'a, AllocatedByRust>>, PgHeapTupleError> {
+    guarded(|| crate::storage::probe::keys_changed().or_raise());
+    Ok(None)
+}

@@ -1,4 +1,5 @@
-//! Per-backend caches: the encryption keyring and the parsed signing keys.
+//! Per-backend caches: the encryption keyring, the extension's relations and the signing keys.
 
 pub mod keyring;
+pub mod relations;
 pub mod signing_keys;

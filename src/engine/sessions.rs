@@ -140,7 +140,7 @@ pub fn start(
     let kid = kid
         .map(|k| signing_row(Some(k)))
         .transpose()?
-        .map(|r| r.kid);
+        .map(|r| r.kid.clone());
     let (_, key) = keyring::current_key()?;
     let id = new_row_id();
     let sealed_claims = seal(&key, &claims_aad(&id), &Value::Object(claims.clone()))?;

@@ -1,6 +1,9 @@
 //! Tokens: verify, store, issue, revoke.
 
+use std::rc::Rc;
+
 use super::*;
+use crate::storage::{probe, TokenStatus};
 
 pub(super) fn max_token_bytes() -> usize {
     usize::try_from(gucs::MAX_TOKEN_BYTES.get()).unwrap_or(16_384)
@@ -17,7 +20,11 @@ pub(super) fn header_alg(parsed: &Parsed) -> TsResult<Alg> {
 /// Check the signature against `candidates`: the row of the header's `kid` (if any), or the
 /// non-retired keys of its `alg`, refused as `unknown_key` when there are more than
 /// [`jws::MAX_KIDLESS_CANDIDATES`]. Returns the key that verified it.
-pub(super) fn pick_key(parsed: &Parsed, alg: Alg, candidates: Vec<KeyRow>) -> TsResult<KeyRow> {
+pub(super) fn pick_key(
+    parsed: &Parsed,
+    alg: Alg,
+    candidates: Vec<Rc<KeyRow>>,
+) -> TsResult<Rc<KeyRow>> {
     let candidates = if parsed.header.kid.is_some() {
         let row = candidates
             .into_iter()
@@ -45,16 +52,34 @@ pub(super) fn pick_key(parsed: &Parsed, alg: Alg, candidates: Vec<KeyRow>) -> Ts
     Err(TsError::Rejected(Reason::BadSignature))
 }
 
+/// The keys a token may be checked against: the row its header's `kid` names, or the non-retired
+/// keys of its `alg`; from the per-backend key set, without SQL.
+fn candidates(parsed: &Parsed, alg: Alg) -> TsResult<Vec<Rc<KeyRow>>> {
+    let set = signing_keys::key_set()?;
+    Ok(match parsed.header.kid.as_deref() {
+        Some(kid) => set.by_kid(kid).into_iter().collect(),
+        None => set.by_alg(alg.as_str()),
+    })
+}
+
 /// Find the key the header names (or the candidates of its alg) and check the signature.
-pub(super) fn authenticate<'a>(token: &'a str) -> TsResult<(Parsed<'a>, KeyRow)> {
+pub(super) fn authenticate<'a>(token: &'a str) -> TsResult<(Parsed<'a>, Rc<KeyRow>)> {
     let parsed = parse(token)?;
     let alg = header_alg(&parsed)?;
-    let candidates = match &parsed.header.kid {
-        Some(kid) => storage::key_by_kid(kid)?.into_iter().collect(),
-        None => storage::keys_by_alg(alg.as_str())?,
-    };
-    let row = pick_key(&parsed, alg, candidates)?;
+    let row = pick_key(&parsed, alg, candidates(&parsed, alg)?)?;
     Ok((parsed, row))
+}
+
+/// What the tables say about a token and its subject, read by index probes under the statement's
+/// snapshot (own earlier writes included, as a query would see them).
+fn token_status(hash: &[u8; 32], subject: Option<&str>) -> TsResult<TokenStatus> {
+    Ok(TokenStatus {
+        stored: probe::token_row(hash)?,
+        subject_revoked_before: match subject {
+            Some(s) => probe::subject_revoked_before(s)?,
+            None => None,
+        },
+    })
 }
 
 /// A token that passed every check.
@@ -112,20 +137,7 @@ pub(super) fn verify_uncounted<'a>(
     let alg = header_alg(&parsed)?;
     let hash = jws::token_hash(&parsed);
     let subject = parsed.claims.sub.as_deref();
-    // With a kid (the usual case), one statement reads the key row and the token's status.
-    let (key, status) = match parsed.header.kid.as_deref() {
-        Some(kid) => {
-            let (status, row) = storage::status_and_key(&hash, subject, kid)?;
-            (
-                pick_key(&parsed, alg, row.into_iter().collect())?,
-                Some(status),
-            )
-        }
-        None => (
-            pick_key(&parsed, alg, storage::keys_by_alg(alg.as_str())?)?,
-            None,
-        ),
-    };
+    let key = pick_key(&parsed, alg, candidates(&parsed, alg)?)?;
     let audience = setting_or(audience, &gucs::AUDIENCE);
     let issuer = setting_or(issuer, &gucs::ISSUER);
     let policy = Policy {
@@ -135,10 +147,7 @@ pub(super) fn verify_uncounted<'a>(
         issuer: issuer.as_deref(),
     };
     claims::check_claims(&parsed.claims, &policy).map_err(TsError::Rejected)?;
-    let status = match status {
-        Some(s) => s,
-        None => storage::token_status(&hash, subject)?,
-    };
+    let status = token_status(&hash, subject)?;
     if let Some((_, true)) = status.stored {
         return Err(TsError::Rejected(Reason::Revoked));
     }
@@ -158,7 +167,7 @@ pub(super) fn verify_uncounted<'a>(
     }
     Ok(Verified {
         parsed,
-        kid: key.kid,
+        kid: key.kid.clone(),
         hash,
         token_id: status.stored.map(|(id, _)| id),
     })
@@ -209,6 +218,7 @@ pub(super) fn store_row(
 /// `jwt_store`: verify, then store; the same token twice gives the same id.
 pub fn store(token: &str) -> TsResult<[u8; 16]> {
     ensure_primary("jwt_store")?;
+    probe::see_own_writes();
     let v = verify(token, None, None, Mode::Store)?;
     if let Some(id) = v.token_id {
         return Ok(id);
@@ -227,10 +237,13 @@ pub(super) fn interval_secs(months: i32, days: i32, micros: i64) -> f64 {
     f64::from(months) * 30.0 * 86_400.0 + f64::from(days) * 86_400.0 + micros as f64 / 1e6
 }
 
-pub(super) fn signing_row(kid: Option<&str>) -> TsResult<KeyRow> {
+pub(super) fn signing_row(kid: Option<&str>) -> TsResult<Rc<KeyRow>> {
+    // from the per-backend key set, as verification reads it: no SQL
+    let set = signing_keys::key_set()?;
     match kid {
         Some(kid) => {
-            let row = storage::key_by_kid(kid)?
+            let row = set
+                .by_kid(kid)
                 .ok_or_else(|| TsError::UndefinedObject(format!("key \"{kid}\" does not exist")))?;
             if row.state != "active" {
                 return Err(TsError::NotInPrerequisiteState {
@@ -246,7 +259,7 @@ pub(super) fn signing_row(kid: Option<&str>) -> TsResult<KeyRow> {
             }
             Ok(row)
         }
-        None => storage::default_signing_key()?.ok_or_else(|| TsError::NotInPrerequisiteState {
+        None => set.default_signer().ok_or_else(|| TsError::NotInPrerequisiteState {
             message: "no active key can sign".into(),
             hint: Some("Create one with token_store.create_key(kid, alg, key) or token_store.generate_key(kid, alg).".into()),
         }),
@@ -256,6 +269,7 @@ pub(super) fn signing_row(kid: Option<&str>) -> TsResult<KeyRow> {
 /// `jwt_issue`: complete the claims, sign, store, return the token. `claims` is jsonb's text.
 pub fn issue(claims: &str, ttl: (i32, i32, i64), kid: Option<&str>) -> TsResult<String> {
     ensure_primary("jwt_issue")?;
+    probe::see_own_writes();
     // base64url makes the payload 4/3 as long: refuse what cannot fit before any work on it
     let limit = max_token_bytes();
     if claims.len().saturating_mul(4) / 3 > limit {
@@ -335,6 +349,7 @@ pub(super) fn begin_revocation(what: &'static str, reason: Option<&str>) -> TsRe
 /// `jwt_revoke`: true if this call revoked it. An unstored, correctly signed token gets a revoked row.
 pub fn revoke(token: &str, reason: Option<&str>) -> TsResult<bool> {
     begin_revocation("jwt_revoke", reason)?;
+    probe::see_own_writes();
     let (parsed, key) = authenticate(token)?;
     let hash = jws::token_hash(&parsed);
     if let Some(changed) = storage::revoke_by_hash(&hash, reason)? {

@@ -1,4 +1,7 @@
 //! All SQL the extension runs: fixed statements with bind parameters, planned once per backend.
+//! The read path (verification) runs none: it reads through the index probes of `probe`.
+
+pub mod probe;
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -123,21 +126,6 @@ pub fn key_by_kid(kid: &str) -> TsResult<Option<KeyRow>> {
     })
 }
 
-/// Non-retired keys of `alg`, newest first.
-pub fn keys_by_alg(alg: &str) -> TsResult<Vec<KeyRow>> {
-    const SQL: &str =
-        key_select!("WHERE alg = $1 AND state <> 'retired' ORDER BY created_at DESC, kid");
-    read(SQL, &[T::TEXTOID], &[alg.into()], key_rows)
-}
-
-/// The newest active key that can sign.
-pub fn default_signing_key() -> TsResult<Option<KeyRow>> {
-    const SQL: &str = key_select!(
-        "WHERE state = 'active' AND can_sign ORDER BY created_at DESC, kid DESC LIMIT 1"
-    );
-    read(SQL, &[], &[], |t| Ok(key_rows(t)?.into_iter().next()))
-}
-
 /// A key to insert.
 pub struct NewKey<'a> {
     pub kid: &'a str,
@@ -246,30 +234,6 @@ pub fn token_status(hash: &[u8; 32], subject: Option<&str>) -> TsResult<TokenSta
         &[T::BYTEAOID, T::TEXTOID],
         &[hash.as_slice().into(), subject.into()],
         |t| status_at(&only_row(t)?),
-    )
-}
-
-/// `token_status` and `key_by_kid` in one statement: the verification hot path.
-pub fn status_and_key(
-    hash: &[u8; 32],
-    subject: Option<&str>,
-    kid: &str,
-) -> TsResult<(TokenStatus, Option<KeyRow>)> {
-    const SQL: &str = "SELECT t.id, t.revoked_at IS NOT NULL, \
-           (SELECT extract(epoch FROM s.revoked_before)::float8 \
-              FROM token_store.subject_revocations s WHERE s.subject = $2), \
-           k.kid, k.alg, k.state, k.can_sign, k.version, k.material, k.key_fingerprint \
-         FROM (SELECT 1) AS one \
-         LEFT JOIN token_store.tokens t ON t.token_hash = $1 \
-         LEFT JOIN token_store.signing_keys k ON k.kid = $3";
-    read(
-        SQL,
-        &[T::BYTEAOID, T::TEXTOID, T::TEXTOID],
-        &[hash.as_slice().into(), subject.into(), kid.into()],
-        |t| {
-            let row = only_row(t)?;
-            Ok((status_at(&row)?, key_row_at(&row, 4)?))
-        },
     )
 }
 

@@ -18,10 +18,13 @@ ROLES = {APP: ["token_store_app"], ADMIN: ["token_store_admin"], NOBODY: [], ATT
 
 # Functions that read or write the extension's tables: SECURITY DEFINER with a pinned search_path.
 DEFINER_FUNCTIONS = {
-    "create_key", "set_key_state", "jwt_issue", "jwt_store", "jwt_verify", "jwt_valid", "jwt_introspect",
+    "create_key", "set_key_state", "jwt_issue", "jwt_store",
     "jwt_revoke", "jwt_revoke_id", "jwt_revoke_subject", "jwt_payload", "purge", "stats",
     "session_start", "session_refresh", "session_end", "session_end_subject", "sessions",
 }
+# They run no SQL (they read the tables by index probes): SECURITY INVOKER, no per-call search_path,
+# guarded by their EXECUTE grants alone.
+INVOKER_READERS = {"jwt_verify", "jwt_valid", "jwt_introspect"}
 PINNED_SEARCH_PATH = "search_path=pg_catalog, pg_temp"
 
 # A value of each argument type the SQL surface uses, to call any function (not NULL: a strict
@@ -83,11 +86,13 @@ def test_catalog_grants_nothing_to_public(ts, su):
                has_function_privilege('public', p.oid, 'EXECUTE')
           FROM pg_proc p WHERE p.pronamespace = 'token_store'::regnamespace""")
     names = {f[0] for f in functions}
-    assert DEFINER_FUNCTIONS <= names
+    assert DEFINER_FUNCTIONS <= names and INVOKER_READERS <= names
     for name, secdef, config, public_exec in functions:
         assert not public_exec, f"PUBLIC can execute token_store.{name}"
         if name in DEFINER_FUNCTIONS:
             assert secdef, f"token_store.{name} is not SECURITY DEFINER"
+        if name in INVOKER_READERS:
+            assert not secdef and config == [], f"token_store.{name}: SECURITY DEFINER {secdef}, config {config}"
         if secdef:
             assert PINNED_SEARCH_PATH in config, f"token_store.{name} has no pinned search_path: {config}"
     relations = ts.rows(su, """

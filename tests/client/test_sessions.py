@@ -407,7 +407,8 @@ def test_privileges(ts, db):
         app = ts.connect(DB, user="sess_app")
         sub = f"priv-{uuid.uuid4()}"
         s = start(app, sub, metadata={"device": "phone"})
-        assert_pair(ts, app, refresh(app, s["refresh_token"]), s["session_id"])
+        pair = refresh(app, s["refresh_token"])
+        assert_pair(ts, app, pair, s["session_id"])
         assert ts.one(app, "SELECT metadata FROM token_store.sessions(%s)", (sub,)) == {"device": "phone"}
         for q in ("SELECT * FROM token_store.sessions", "SELECT metadata FROM token_store.sessions",
                   "SELECT * FROM token_store.refresh_tokens"):
@@ -420,6 +421,8 @@ def test_privileges(ts, db):
             with ts.expect_error("42501"):
                 admin.execute(q)
         assert ts.one(admin, "SELECT token_store.session_end(%s)", (s["session_id"],)) is True
+        # the app, with no privilege on the sessions table, sees the end through its verify
+        ts.assert_rejected(app, pair["access_token"], "session_ended")
         nobody = ts.connect(DB, user="sess_nobody")
         for q, args in (("SELECT token_store.session_start(%s)", [Jsonb({"sub": "x"})]),
                         ("SELECT token_store.session_refresh(%s)", ["x"]),

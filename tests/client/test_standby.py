@@ -113,6 +113,30 @@ def test_revocation_reaches_the_standby(ts, pair):
         assert ts.valid(s, t) is False
 
 
+def test_key_state_change_reaches_warm_standby_session(ts, pair):
+    """The standby's sessions keep the keys parsed: the relcache invalidation a key change commits
+    with is replayed there, so a warm standby session refuses at once once the change is replayed."""
+    primary, standby, _ = pair
+    p, s = primary.connect(DB), standby.connect(DB)
+    kid = "k-replica-warm"
+    secret = ts.create_key(p, kid, "HS256")
+    token = ts.mint(ts.claims(sub="replica-warm"), secret, "HS256", kid)
+    kidless = ts.mint(ts.claims(sub="replica-warm"), secret, "HS256")
+    ts.store(p, token)
+    ts.store(p, kidless)
+    caught_up(ts, primary, standby)
+    for _ in range(3):
+        assert ts.valid(s, token) is True and ts.valid(s, kidless) is True
+
+    p.execute("SELECT token_store.set_key_state(%s, 'retired')", (kid,))
+    caught_up(ts, primary, standby)
+    ts.assert_rejected(s, token, "unknown_key")
+    assert ts.valid(s, kidless) is False
+    p.execute("SELECT token_store.set_key_state(%s, 'active')", (kid,))
+    caught_up(ts, primary, standby)
+    assert ts.valid(s, token) is True and ts.valid(s, kidless) is True
+
+
 def test_writes_on_standby_raise_25006(ts, pair):
     primary, standby, secret = pair
     p, s = primary.connect(DB), standby.connect(DB)

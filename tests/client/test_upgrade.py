@@ -87,6 +87,10 @@ SELECT format('constraint %s on %s: %s', co.conname, co.conrelid::regclass, pg_c
   FROM members m JOIN pg_catalog.pg_constraint co ON m.classid = 'pg_catalog.pg_class'::regclass
    AND co.conrelid = m.objid
 UNION ALL
+SELECT 'trigger ' || pg_catalog.pg_get_triggerdef(t.oid)
+  FROM members m JOIN pg_catalog.pg_trigger t ON m.classid = 'pg_catalog.pg_class'::regclass
+   AND t.tgrelid = m.objid AND NOT t.tgisinternal
+UNION ALL
 SELECT format('view %s: %s', c.relname, pg_catalog.pg_get_viewdef(c.oid))
   FROM members m JOIN pg_catalog.pg_class c ON m.classid = 'pg_catalog.pg_class'::regclass AND c.oid = m.objid
  WHERE c.relkind = 'v'
