@@ -198,15 +198,14 @@ fn scan(
             relations::forget();
             continue;
         };
+        let mut pushed = false;
         let snapshot = match snap {
             Snap::Statement => {
                 // SAFETY: ActiveSnapshotSet only reads the snapshot stack.
                 if !unsafe { pg_sys::ActiveSnapshotSet() } {
                     return Err(TsError::Internal("no active snapshot to read under".into()));
                 }
-                // SAFETY: the stack is not empty (checked above); the snapshot stays pushed for
-                // the whole function call.
-                unsafe { pg_sys::GetActiveSnapshot() }
+                statement_snapshot(&mut pushed)
             }
             // SAFETY: taken after the locks; registered so it outlives any catalog access below.
             Snap::Latest => unsafe { pg_sys::RegisterSnapshot(pg_sys::GetLatestSnapshot()) },
@@ -221,12 +220,37 @@ fn scan(
             if let Snap::Latest = snap {
                 pg_sys::UnregisterSnapshot(snapshot);
             }
+            if pushed {
+                pg_sys::PopActiveSnapshot();
+            }
         }
         return Ok(generation);
     }
     Err(TsError::Internal(
         "token_store's tables kept changing while being opened".into(),
     ))
+}
+
+/// The statement's snapshot, as a query in a volatile function would read under it: when this
+/// statement has written (`jwt_verify(jwt_issue(...))`, a `session_refresh` in the same SELECT),
+/// SPI made those rows under later command ids, so the command counter is advanced and a copy of
+/// the snapshot at the current command id is pushed (`*pushed`; the caller pops it), as SPI does
+/// before each statement. Otherwise, the common case, the active snapshot itself.
+fn statement_snapshot(pushed: &mut bool) -> Snapshot {
+    // SAFETY: CommandCounterIncrement is a no-op unless this transaction wrote under the current
+    // command id (never on a hot standby); the active snapshot stack is not empty (checked by the
+    // caller) and a pushed copy is popped by the caller after its scan.
+    unsafe {
+        pg_sys::CommandCounterIncrement();
+        let active = pg_sys::GetActiveSnapshot();
+        if (*active).curcid == pg_sys::GetCurrentCommandId(false) {
+            return active;
+        }
+        pg_sys::PushCopiedSnapshot(active);
+        pg_sys::UpdateActiveSnapshotCommandId();
+        *pushed = true;
+        pg_sys::GetActiveSnapshot()
+    }
 }
 
 /// The index scan proper, on open relations.

@@ -11,6 +11,8 @@ probes and keep the keys and the relations' OIDs per backend. What must hold wha
   token_store_app and token_store_admin, and work for a role that has no privilege on the tables.
 """
 
+import psycopg
+import psycopg.types.json
 import pytest
 from psycopg import sql
 
@@ -188,6 +190,23 @@ def test_own_writes_in_one_transaction(ts, db):
     )
     got = ts.one(b, "SELECT pg_temp.rp_steps(%s)", (other,))
     assert got == ["not_stored", "true", "revoked"]
+
+
+def test_own_writes_earlier_in_the_same_statement(ts, db):
+    """A verify nested in the statement that wrote the row sees it, as a query in a volatile
+    function would: the writes were made under later command ids than the statement's snapshot."""
+    a = ts.connect(db)
+    ts.create_key(a, "rp-nest", "HS256")
+    def claims(sub):  # each token its own (ts.claims carries a jti)
+        return psycopg.types.json.Jsonb(ts.claims(sub=sub))
+
+    assert ts.one(a, "SELECT token_store.jwt_valid(token_store.jwt_issue(%s, '1 minute', 'rp-nest'))",
+                  (claims("rp-nest-1"),)) is True
+    assert ts.one(a, "SELECT token_store.jwt_verify(token_store.jwt_issue(%s, '1 minute', 'rp-nest')) ->> 'sub'",
+                  (claims("rp-nest"),)) == "rp-nest"
+    token = ts.issue(a, ts.claims(sub="rp-nest-2"), kid="rp-nest")
+    assert ts.one(a, "SELECT token_store.jwt_introspect(%s) ->> 'reason' "
+                     "FROM (SELECT token_store.jwt_revoke(%s)) r", (token, token)) == "revoked"
 
 
 def test_key_made_in_transaction_verifies_there_and_vanishes_on_rollback(ts, db):
