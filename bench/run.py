@@ -444,6 +444,19 @@ class Bench:
             self.record(f"ts.valid.{alg}", runs[alg], n)
             self.record(f"floor.crate_decode.{alg}", crate[alg], n)
 
+    def run_pgbench(self, script: str, clients: int, define: str) -> float:
+        """One pgbench -M prepared run of bench/pgbench/<script> for pgbench_seconds; its TPS."""
+        a = self.args
+        cmd = [str(Path(a.pgbin) / "pgbench"), "-n", "-M", "prepared",
+               "-c", str(clients), "-j", str(clients), "-T", str(a.pgbench_seconds),
+               "-D", define, "-f", str(BENCH / "pgbench" / script),
+               "-h", a.host, "-p", str(a.port), "-U", "postgres", a.dbname]
+        out = subprocess.run(cmd, capture_output=True, text=True)
+        failed = re.search(r"number of failed transactions: (\d+)", out.stdout)
+        if out.returncode != 0 or (failed and int(failed.group(1))):
+            raise SystemExit(f"pgbench failed:\n{out.stdout}\n{out.stderr}")
+        return float(re.search(r"tps = ([\d.]+) \(without initial", out.stdout).group(1))
+
     def pgbench(self):
         """Each script runs `rounds` times for `seconds`, the scripts interleaved, so that load
         from elsewhere on the machine hits all of them alike; a ratio is taken within each round
@@ -457,18 +470,7 @@ class Bench:
             runs = {name: [] for name in scripts}
             for _ in range(a.pgbench_rounds):
                 for name, script in scripts.items():
-                    cmd = [str(Path(a.pgbin) / "pgbench"), "-n", "-M", "prepared",
-                           "-c", str(clients), "-j", str(clients), "-T", str(a.pgbench_seconds),
-                           "-D", f"ntok={a.n // 2}", "-f", str(BENCH / "pgbench" / script),
-                           "-h", a.host, "-p", str(a.port), "-U", "postgres", a.dbname]
-                    out = subprocess.run(cmd, capture_output=True, text=True)
-                    if out.returncode != 0:
-                        raise SystemExit(f"pgbench failed:\n{out.stdout}\n{out.stderr}")
-                    failed = re.search(r"number of failed transactions: (\d+)", out.stdout)
-                    if failed and int(failed.group(1)):
-                        raise SystemExit(f"pgbench: failed transactions\n{out.stdout}")
-                    runs[name].append(float(
-                        re.search(r"tps = ([\d.]+) \(without initial", out.stdout).group(1)))
+                    runs[name].append(self.run_pgbench(script, clients, f"ntok={a.n // 2}"))
             for name, tps in runs.items():
                 res[f"{name}.c{clients}"] = {
                     "tps": median(tps), "runs_tps": tps, "clients": clients,
@@ -508,16 +510,7 @@ class Bench:
                 runs = {name: [] for name in list(scripts) + ["redis_exists"]}
                 for _ in range(a.pgbench_rounds):
                     for name, script in scripts.items():
-                        cmd = [str(Path(a.pgbin) / "pgbench"), "-n", "-M", "prepared",
-                               "-c", str(clients), "-j", str(clients), "-T", str(a.pgbench_seconds),
-                               "-D", f"token={token}", "-f", str(BENCH / "pgbench" / script),
-                               "-h", a.host, "-p", str(a.port), "-U", "postgres", a.dbname]
-                        out = subprocess.run(cmd, capture_output=True, text=True)
-                        failed = re.search(r"number of failed transactions: (\d+)", out.stdout)
-                        if out.returncode != 0 or (failed and int(failed.group(1))):
-                            raise SystemExit(f"pgbench failed:\n{out.stdout}\n{out.stderr}")
-                        runs[name].append(float(
-                            re.search(r"tps = ([\d.]+) \(without initial", out.stdout).group(1)))
+                        runs[name].append(self.run_pgbench(script, clients, f"token={token}"))
                     # about as many requests as the pgbench runs make in their seconds
                     n_req = max(20_000, int(median(runs["length"]) * a.pgbench_seconds))
                     out = subprocess.run(["redis-benchmark", "-h", "127.0.0.1", "-p", str(a.redis_port),

@@ -22,17 +22,6 @@ def connect(dbname=DB) -> psycopg.Connection:
     return C.connect(dbname)
 
 
-def wait_ready(timeout=60):
-    """After a crash: wait until the postmaster has reinitialised and accepts sessions again."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if C.one("SELECT NOT pg_is_in_recovery()"):
-                return
-        except psycopg.OperationalError:
-            pass
-        time.sleep(0.2)
-    pytest.fail("the crashed cluster did not come back")
 
 
 def one(conn, q, params=None):
@@ -77,7 +66,7 @@ def kill9(pid: int):
         pass
     finally:
         probe.close()
-    wait_ready()
+    C.wait_ready()
 
 
 def test_kill_backend_mid_transaction(cluster):
@@ -182,7 +171,7 @@ def test_immediate_shutdown_under_write_load(cluster):
         t.join(10)
     assert len(acknowledged) > 50
     cluster.start()
-    wait_ready()
+    C.wait_ready()
     conn = connect()
     missing = [t for t in acknowledged if not one(conn, "SELECT token_store.jwt_valid(%s)", (t,))]
     assert not missing, f"{len(missing)} acknowledged tokens lost"

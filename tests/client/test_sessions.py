@@ -493,16 +493,6 @@ def crash_cluster(ts):
         yield c
 
 
-def _wait_ready(c, timeout=60):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if c.one("SELECT NOT pg_is_in_recovery()"):
-                return
-        except psycopg.OperationalError:
-            pass
-        time.sleep(0.2)
-    pytest.fail("the crashed cluster did not come back")
 
 
 def _kill9(ts, c, pid):
@@ -516,7 +506,7 @@ def _kill9(ts, c, pid):
         pytest.fail("no crash restart after kill -9")
     except psycopg.OperationalError:
         pass
-    _wait_ready(c)
+    c.wait_ready()
 
 
 def _blocked(c, pid):
@@ -575,7 +565,7 @@ def test_immediate_shutdown_keeps_consumed_tokens_consumed(ts, crash_cluster):
     as_pg(str(c.pgbin / "pg_ctl"), "-D", str(c.data), "-m", "immediate", "stop")
     c.close_all()
     c.start()
-    _wait_ready(c)
+    c.wait_ready()
     conn = c.connect("ts_sess_crash")
     interval(conn, 0)
     assert_pair(ts, conn, refresh(conn, n["refresh_token"]), s["session_id"])

@@ -128,6 +128,18 @@ class Cluster:
             row = conn.execute(query, params).fetchone()
             return row[0] if row else None
 
+    def wait_ready(self, timeout: float = 60):
+        """After a crash: wait until the postmaster has reinitialised and accepts sessions again."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                if self.one("SELECT NOT pg_is_in_recovery()"):
+                    return
+            except psycopg.OperationalError:
+                pass
+            time.sleep(0.2)
+        raise AssertionError(f"the crashed cluster {self.dir.name} did not come back within {timeout} s")
+
     def configure(self, settings: dict[str, str | None]):
         """ALTER SYSTEM SET (None: RESET) and reload; waits until a new session shows the values."""
         conn = self.connect()
