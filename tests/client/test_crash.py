@@ -2,9 +2,7 @@
 and an immediate shutdown under write load. After recovery every committed token is there and
 verifies, nothing uncommitted is, and every stored payload still decrypts."""
 
-import os
 import secrets
-import signal
 import threading
 import time
 
@@ -51,31 +49,13 @@ def all_payloads_decrypt(conn) -> int:
     return one(conn, "SELECT count(token_store.jwt_payload(id)) FROM token_store.tokens")
 
 
-def kill9(pid: int):
-    """SIGKILL `pid`, then wait for the crash restart it causes: first for the postmaster to end
-    every other session (a probe session drops), then for it to accept sessions again."""
-    probe = psycopg.connect(host="127.0.0.1", port=C.port, dbname="postgres", user="postgres", autocommit=True)
-    os.kill(pid, signal.SIGKILL)
-    deadline = time.monotonic() + 30
-    try:
-        while time.monotonic() < deadline:
-            probe.execute("SELECT 1")
-            time.sleep(0.05)
-        pytest.fail("the postmaster did not restart the cluster after a kill -9")
-    except psycopg.OperationalError:
-        pass
-    finally:
-        probe.close()
-    C.wait_ready()
-
-
 def test_kill_backend_mid_transaction(cluster):
     conn = connect()
     committed = [issue(conn, f"c{i}") for i in range(30)]
     victim = connect()
     victim.autocommit = False
     pending = [issue(victim, f"u{i}") for i in range(10)]
-    kill9(one(victim, "SELECT pg_backend_pid()"))
+    C.kill9(one(victim, "SELECT pg_backend_pid()"))
     conn = connect()
     assert all(one(conn, "SELECT token_store.jwt_valid(%s)", (t,)) for t in committed)
     assert [one(conn, "SELECT token_store.jwt_introspect(%s)->>'reason'", (t,)) for t in pending] == ["not_stored"] * 10
@@ -97,7 +77,7 @@ def test_kill_backend_mid_reencrypt(cluster):
     victim.autocommit = False
     moved = one(victim, "SELECT token_store.reencrypt(100000)")
     assert moved >= 200
-    kill9(one(victim, "SELECT pg_backend_pid()"))
+    C.kill9(one(victim, "SELECT pg_backend_pid()"))
     conn = connect()
     per_key = one(conn, "SELECT rows_per_key FROM token_store.stats")
     assert len(per_key) == 1, f"the killed re-encryption left nothing behind: {per_key}"
@@ -134,7 +114,7 @@ def test_kill_worker_mid_purge(cluster):
         pid = worker_pid()
         time.sleep(0.01)
     assert pid, "the worker never started purging"
-    kill9(pid)
+    C.kill9(pid)
     conn = connect()
     assert all(one(conn, "SELECT token_store.jwt_valid(%s)", (t,)) for t in live), "a live token was lost"
     deadline = time.monotonic() + 60

@@ -495,25 +495,6 @@ def crash_cluster(ts):
 
 
 
-def _kill9(ts, c, pid):
-    probe = c.connect()
-    os.kill(pid, 9)
-    deadline = time.monotonic() + 30
-    try:
-        while time.monotonic() < deadline:
-            probe.execute("SELECT 1")
-            time.sleep(0.05)
-        pytest.fail("no crash restart after kill -9")
-    except psycopg.OperationalError:
-        pass
-    c.wait_ready()
-
-
-def _blocked(c, pid):
-    return c.one("SELECT wait_event_type = 'Lock' FROM pg_stat_activity WHERE pid = %s", (pid,))
-
-
-@pytest.mark.parametrize("victim", ["holder", "waiter"])
 def test_kill9_in_the_middle_of_a_refresh(ts, crash_cluster, victim):
     c = crash_cluster
     conn = c.connect("ts_sess_crash")
@@ -539,7 +520,7 @@ def test_kill9_in_the_middle_of_a_refresh(ts, crash_cluster, victim):
     t.start()
     ts.wait_for(lambda: _blocked(c, waiter_pid), 20, "the second refresh to wait for the session lock")
     pid = waiter_pid if victim == "waiter" else holder.execute("SELECT pg_backend_pid()").fetchone()[0]
-    _kill9(ts, c, pid)
+    c.kill9(pid)
     t.join(30)
     assert "answer" not in result, result  # the crash ended it before any answer
     conn = c.connect("ts_sess_crash")

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
@@ -127,6 +128,25 @@ class Cluster:
                              connect_timeout=10) as conn:
             row = conn.execute(query, params).fetchone()
             return row[0] if row else None
+
+    def kill9(self, pid: int):
+        """SIGKILL backend `pid`, then wait for the crash restart it causes: first for the
+        postmaster to end every other session (a probe session drops), then for it to accept
+        sessions again."""
+        probe = psycopg.connect(host="127.0.0.1", port=self.port, dbname="postgres", user="postgres",
+                                autocommit=True)
+        os.kill(pid, signal.SIGKILL)
+        deadline = time.monotonic() + 30
+        try:
+            while time.monotonic() < deadline:
+                probe.execute("SELECT 1")
+                time.sleep(0.05)
+            raise AssertionError("the postmaster did not restart the cluster after a kill -9")
+        except psycopg.OperationalError:
+            pass
+        finally:
+            probe.close()
+        self.wait_ready()
 
     def wait_ready(self, timeout: float = 60):
         """After a crash: wait until the postmaster has reinitialised and accepts sessions again."""
