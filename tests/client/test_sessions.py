@@ -493,8 +493,11 @@ def crash_cluster(ts):
         yield c
 
 
+def _blocked(c, pid):
+    return c.one("SELECT wait_event_type = 'Lock' FROM pg_stat_activity WHERE pid = %s", (pid,))
 
 
+@pytest.mark.parametrize("victim", ["holder", "waiter"])
 def test_kill9_in_the_middle_of_a_refresh(ts, crash_cluster, victim):
     c = crash_cluster
     conn = c.connect("ts_sess_crash")
