@@ -13,6 +13,7 @@ In one run it measures, on the same data:
                jwt_valid, jwt_verify, the baseline and `SELECT length(token)`, beside Redis 7
                EXISTS (a private redis-server on a loopback port, redis-benchmark)
   no kid       the batch verify again for HS256 tokens without a `kid` header
+  sessions     session_refresh per round trip beside jwt_issue and the same rows written by SQL
   purge        token_store.purge() against one bare DELETE on 1M expired rows, and the latency
                of jwt_valid on a second connection while each runs
   memory       a backend's RSS before and after 1M jwt_valid calls
@@ -531,6 +532,43 @@ class Bench:
             redis.terminate()
             redis.wait(timeout=30)
 
+    def sessions(self):
+        """session_refresh per round trip (pgbench -M prepared, 1 and 2 clients, each client
+        rotating its own session's refresh token) beside jwt_issue and the floor: the rows a
+        refresh writes, by plain SQL into same-shape tables (bench/pgbench/session_*.sql)."""
+        a = self.args
+        log(f"sessions: {a.pgbench_rounds} interleaved rounds of {a.pgbench_seconds} s, -M prepared")
+        self.q("CREATE TABLE bench.sess (client int PRIMARY KEY, sid uuid NOT NULL, rt text NOT NULL)")
+        for client in range(2):
+            login = self.one("SELECT token_store.session_start(%s::jsonb)",
+                             (json.dumps({"sub": "bench-session-user", "role": "reader"}),))
+            self.q("INSERT INTO bench.sess VALUES (%s, %s, %s)",
+                   (client, login["session_id"], login["refresh_token"]))
+        # the floor keeps its own "refresh token" per client: bench.sess holds the real ones
+        self.q("CREATE TABLE bench.f_sess (LIKE bench.sess INCLUDING ALL)")
+        self.q("INSERT INTO bench.f_sess SELECT * FROM bench.sess")
+        self.q("CREATE TABLE bench.f_sessions (LIKE token_store.sessions INCLUDING ALL)")
+        self.q("INSERT INTO bench.f_sessions SELECT * FROM token_store.sessions")
+        self.q("CREATE TABLE bench.f_refresh (LIKE token_store.refresh_tokens INCLUDING ALL)")
+        self.q("INSERT INTO bench.f_refresh SELECT * FROM token_store.refresh_tokens")
+        self.q("CREATE TABLE bench.f_tokens (LIKE token_store.tokens INCLUDING ALL)")
+        self.q("VACUUM ANALYZE bench.sess, bench.f_sess, bench.f_sessions, bench.f_refresh, bench.f_tokens")
+        scripts = {"refresh": "session_refresh.sql", "issue": "session_issue.sql", "floor": "session_floor.sql"}
+        res = self.m["sessions"] = {}
+        for clients in (1, 2):
+            runs = {name: [] for name in scripts}
+            for _ in range(a.pgbench_rounds):
+                for name, script in scripts.items():
+                    runs[name].append(self.run_pgbench(script, clients, "unused=0"))
+            for name, tps in runs.items():
+                res[f"{name}.c{clients}"] = {
+                    "tps": median(tps), "runs_tps": tps, "clients": clients,
+                    "ratio_to_floor": median([t / f for t, f in zip(tps, runs["floor"])])}
+                log(f"  {name:<8} clients={clients}  tps median {median(tps):9.0f}  "
+                    f"runs {[round(t) for t in tps]}")
+        # every rotation was a valid one: no session ended on the way
+        assert self.one("SELECT count(*) FROM token_store.sessions WHERE ended_at IS NOT NULL") == 0
+
     def memory(self):
         a = self.args
         calls = a.mem_calls
@@ -744,6 +782,10 @@ class Bench:
                detail=f"{n} tokens without a kid header, allow-list")
         target("stored HS256 verify without kid / with kid", per("ts.valid_nokid.HS256") / per("ts.valid.HS256"),
                1.1, detail="the same tokens' claims, signed by the same key")
+        sess = m["sessions"]
+        target("session_refresh / its floor TPS, 2 clients", sess["refresh.c2"]["ratio_to_floor"], 0.5,
+               at_most=False, detail="pgbench -M prepared; floor = the same rows by plain SQL "
+                                     "(bench/pgbench/session_floor.sql)")
         p = m["purge"]
         target("purge() / bare DELETE rate", p["purge"]["rows_per_s"] / p["bare_delete"]["rows_per_s"],
                0.7, at_most=False,
@@ -818,6 +860,14 @@ class Bench:
                          f"{v['jwt_verify']['tps']:>10.0f} {v['baseline']['tps']:>10.0f} "
                          f"{v['redis_exists']['tps']:>10.0f} {v['jwt_valid']['ratio_to_length']:>10.2f} "
                          f"{v['jwt_valid']['ratio_to_redis']:>12.2f}")
+        lines.append("")
+        se = self.m["sessions"]
+        lines.append("sessions: one statement per round trip, pgbench -M prepared, median TPS; floor = the rows a "
+                     "refresh writes, by plain SQL")
+        lines.append(f"{'clients':<8} {'session_refresh':>16} {'jwt_issue':>10} {'floor':>10} {'refresh/floor':>14}")
+        for c in (1, 2):
+            lines.append(f"{c:<8} {se[f'refresh.c{c}']['tps']:>16.0f} {se[f'issue.c{c}']['tps']:>10.0f} "
+                         f"{se[f'floor.c{c}']['tps']:>10.0f} {se[f'refresh.c{c}']['ratio_to_floor']:>14.2f}")
         lines.append("")
         p = self.m["purge"]
         lines.append(f"purge of {p['rows']} expired rows ({p['live_rows']} live rows stay), "
@@ -993,7 +1043,7 @@ def main():
     # 1-minute load average as each stage starts: the machine may be shared
     load = b.results["environment"]["loadavg_1min_at_stage_start"] = {}
     for stage in ("setup", "floor", "store", "verify", "asym", "memory", "pgbench", "per_request",
-                  "issue", "revoke", "purge"):
+                  "sessions", "issue", "revoke", "purge"):
         load[stage] = os.getloadavg()[0]
         getattr(b, stage)()
     b.evaluate()
