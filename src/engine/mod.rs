@@ -51,6 +51,16 @@ pub(super) fn parse_json_arg(what: &str, text: &str) -> TsResult<Value> {
         .map_err(|e| TsError::param(format!("{what} cannot be read"), format!("{e}.")))
 }
 
+/// Seal a JSON value under `key`, bound to `aad` (a row's id, with a prefix for what it is).
+pub(super) fn seal_json(
+    key: &token_store_core::aead::EncryptionKey,
+    aad: &[u8],
+    v: &impl serde::Serialize,
+) -> TsResult<Vec<u8>> {
+    let plain = serde_json::to_vec(v).map_err(|e| TsError::Internal(e.to_string()))?;
+    Ok(key.seal(aad, &plain))
+}
+
 pub(super) fn json_kind(v: &Value) -> &'static str {
     match v {
         Value::Null => "null",

@@ -4,7 +4,7 @@
 //! it decides is then read from committed rows. Refusals are answers, not errors, so that what a
 //! refusal changed (a session ended for reuse, idleness or age) commits with it.
 
-use super::tokens::{self, interval_secs, new_row_id, parse, signing_row};
+use super::tokens::{self, interval_secs, new_row_id, signing_row};
 use super::*;
 use crate::storage::sessions::{self as store, NewSession, Rotation};
 use token_store_core::refresh;
@@ -73,11 +73,6 @@ fn claims_object(text: &str) -> TsResult<Map<String, Value>> {
     Ok(map)
 }
 
-fn seal(key: &token_store_core::aead::EncryptionKey, aad: &[u8], v: &Value) -> TsResult<Vec<u8>> {
-    let plain = serde_json::to_vec(v).map_err(|e| TsError::Internal(e.to_string()))?;
-    Ok(key.seal(aad, &plain))
-}
-
 /// Sign and store an access token of session `id` with `claims`; its `exp` (epoch seconds).
 fn issue_access(
     id: &[u8; 16],
@@ -88,8 +83,8 @@ fn issue_access(
     let mut payload = claims.clone();
     payload.insert("sid".into(), Value::from(session_uuid(id)));
     let text = serde_json::to_string(&payload).map_err(|e| TsError::Internal(e.to_string()))?;
-    let token = tokens::issue(&text, (0, 0, (ttl * 1e6) as i64), kid)?;
-    let exp = parse(&token)?.claims.exp.unwrap_or(now_secs() + ttl);
+    let (token, exp) = tokens::issue_with_exp(&text, (0, 0, (ttl * 1e6) as i64), kid)?;
+    let exp = exp.unwrap_or(now_secs() + ttl);
     Ok((token, exp))
 }
 
@@ -143,10 +138,10 @@ pub fn start(
         .map(|r| r.kid.clone());
     let (_, key) = keyring::current_key()?;
     let id = new_row_id();
-    let sealed_claims = seal(&key, &claims_aad(&id), &Value::Object(claims.clone()))?;
+    let sealed_claims = seal_json(&key, &claims_aad(&id), &claims)?;
     let sealed_metadata = metadata
         .as_ref()
-        .map(|m| seal(&key, &metadata_aad(&id), m))
+        .map(|m| seal_json(&key, &metadata_aad(&id), m))
         .transpose()?;
     let (access, exp) = issue_access(&id, &claims, access_ttl, kid.as_deref())?;
     let (refresh_token, hash) = refresh::make();
@@ -251,7 +246,7 @@ pub fn refresh(token: &str, claims: Option<&str>) -> TsResult<Value> {
                 )?),
                 None => None,
             };
-            let sealed_claims = seal(&key, &claims_aad(&s.id), &Value::Object(next.clone()))?;
+            let sealed_claims = seal_json(&key, &claims_aad(&s.id), &next)?;
             let sealed_metadata = metadata.map(|m| key.seal(&metadata_aad(&s.id), &m));
             (
                 next,

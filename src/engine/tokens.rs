@@ -178,8 +178,7 @@ pub(super) fn seal_payload(
     payload: &Map<String, Value>,
 ) -> TsResult<(Vec<u8>, String)> {
     let (_, key) = keyring::current_key()?;
-    let plain = serde_json::to_vec(payload).map_err(|e| TsError::Internal(e.to_string()))?;
-    Ok((key.seal(id, &plain), key.fingerprint().to_owned()))
+    Ok((seal_json(&key, id, payload)?, key.fingerprint().to_owned()))
 }
 
 pub(super) fn new_row_id() -> [u8; 16] {
@@ -268,6 +267,16 @@ pub(super) fn signing_row(kid: Option<&str>) -> TsResult<Rc<KeyRow>> {
 
 /// `jwt_issue`: complete the claims, sign, store, return the token. `claims` is jsonb's text.
 pub fn issue(claims: &str, ttl: (i32, i32, i64), kid: Option<&str>) -> TsResult<String> {
+    issue_with_exp(claims, ttl, kid).map(|(token, _)| token)
+}
+
+/// [`issue`], also giving the token's `exp` as it was parsed for storing (so a caller that needs
+/// it does not parse the token again).
+pub(super) fn issue_with_exp(
+    claims: &str,
+    ttl: (i32, i32, i64),
+    kid: Option<&str>,
+) -> TsResult<(String, Option<f64>)> {
     ensure_primary("jwt_issue")?;
     probe::see_own_writes();
     // base64url makes the payload 4/3 as long: refuse what cannot fit before any work on it
@@ -321,7 +330,8 @@ pub fn issue(claims: &str, ttl: (i32, i32, i64), kid: Option<&str>) -> TsResult<
     store_row(&parsed, &jws::token_hash(&parsed), &row.kid, false, None)?.ok_or_else(|| {
         TsError::Internal("a freshly issued token collided with a stored one".into())
     })?;
-    Ok(token)
+    let exp = parsed.claims.exp;
+    Ok((token, exp))
 }
 
 /// The longest `reason` a revocation keeps, in bytes; it is stored in clear.
