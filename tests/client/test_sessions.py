@@ -11,7 +11,6 @@ import random
 import threading
 import time
 import uuid
-from pathlib import Path
 
 import psycopg
 import pytest
@@ -480,17 +479,22 @@ def test_foreign_sid_is_no_reason_to_refuse(ts, conn):
 # ---- crashes -----------------------------------------------------------------------------------
 
 
+def cluster_with_key(ts, make, name, port, dbname):
+    """A throwaway cluster (purge paused) with database `dbname`, the extension and key KID."""
+    c = make(name, port)
+    c.init(dbname, {"token_store.purge_interval": "0"})
+    c.start()
+    c.connect().execute(f"CREATE DATABASE {dbname}")
+    conn = c.connect(dbname)
+    conn.execute("CREATE EXTENSION token_store")
+    ts.create_key(conn, KID, "HS256")
+    return c
+
+
 @pytest.fixture(scope="module")
 def crash_cluster(ts):
     with clusters("sessions-crash-", ts.pgbin) as make:
-        c = make("sessions-crash", CRASH_PORT)
-        c.init("ts_sess_crash", {"token_store.purge_interval": "0"})
-        c.start()
-        c.connect().execute("CREATE DATABASE ts_sess_crash")
-        conn = c.connect("ts_sess_crash")
-        conn.execute("CREATE EXTENSION token_store")
-        ts.create_key(conn, KID, "HS256")
-        yield c
+        yield cluster_with_key(ts, make, "sessions-crash", CRASH_PORT, "ts_sess_crash")
 
 
 def _blocked(c, pid):
@@ -597,14 +601,9 @@ def rekey(c, key, previous):
 
 
 def test_standby(ts):
-    with clusters("sessions-standby-", Path(os.environ["TS_PGBIN"])) as make:
-        primary = make("primary", PRIMARY_PORT)
-        primary.init("ts_sess_rep", {"token_store.purge_interval": "0"})
-        primary.start()
-        primary.connect().execute("CREATE DATABASE ts_sess_rep")
+    with clusters("sessions-standby-", ts.pgbin) as make:
+        primary = cluster_with_key(ts, make, "primary", PRIMARY_PORT, "ts_sess_rep")
         p = primary.connect("ts_sess_rep")
-        p.execute("CREATE EXTENSION token_store")
-        ts.create_key(p, KID, "HS256")
         standby = make("standby", STANDBY_PORT)
         standby.base_backup_of(primary)
         standby.start()
