@@ -244,6 +244,55 @@ def test_key_changes_reach_warm_subscriber_sessions(ts, topo):
     assert ts.valid(fresh_s, fresh) is True and ts.valid(fresh_s, token) is False
 
 
+def test_synchronous_revocation_to_the_subscriber(ts, topo):
+    """With the subscription named in the publisher's synchronous_standby_names and
+    token_store.synchronous_revocation on, a revocation returns once the subscriber has applied it:
+    the warm subscriber session refuses at once, without waiting."""
+    pub, p, s = topo["pub"], topo["pub"].connect(DB), topo["sub"].connect(DB)
+    token = ts.issue(p, ts.claims(sub="lr-sync"), kid=KID)
+    pub.configure({"synchronous_standby_names": "ts_sub"})
+    try:
+        ts.wait_for(lambda: pub.one("SELECT sync_state FROM pg_catalog.pg_stat_replication "
+                                    "WHERE application_name = 'ts_sub'") == "sync", 20,
+                    "the subscription to become a synchronous standby")
+        assert ts.one(p, "SELECT token_store.jwt_valid(%s)", (token,)) is True
+        ts.wait_for(lambda: ts.valid(s, token), APPLY_DEADLINE, "the token to reach the subscriber")
+        warm(ts, s, token)
+        p.execute("SET token_store.synchronous_revocation = on")
+        assert ts.revoke(p, token, "sync") is True
+        ts.assert_rejected(s, token, "revoked")
+    finally:
+        pub.configure({"synchronous_standby_names": None})
+
+
+def test_read_only_role_on_the_subscriber(ts, topo):
+    """A role kept from writing on the subscriber (default_transaction_read_only) verifies, and
+    every write of the extension fails there with 25006 instead of diverging from the publisher."""
+    sub, p = topo["sub"], topo["pub"].connect(DB)
+    token = ts.issue(p, ts.claims(sub="lr-reader"), kid=KID)
+    admin = sub.connect(DB)
+    admin.execute("DROP ROLE IF EXISTS ts_lr_reader")
+    admin.execute("CREATE ROLE ts_lr_reader LOGIN IN ROLE token_store_app")
+    admin.execute("ALTER ROLE ts_lr_reader SET default_transaction_read_only = on")
+    ts.wait_for(lambda: ts.valid(admin, token), APPLY_DEADLINE, "the token to reach the subscriber")
+    reader = psycopg.connect(host="127.0.0.1", port=sub.port, dbname=DB, user="ts_lr_reader", autocommit=True)
+    try:
+        assert ts.verify(reader, token)["sub"] == "lr-reader"
+        assert ts.introspect(reader, token)["active"] is True
+        assert ts.one(reader, "SELECT pg_catalog.txid_current_if_assigned()") is None
+        writes = [("SELECT token_store.jwt_issue(%s)", (Jsonb({"sub": "lr-reader"}),)),
+                  ("SELECT token_store.jwt_revoke(%s)", (token,)),
+                  ("SELECT token_store.jwt_revoke_subject('lr-reader')", None),
+                  ("SELECT token_store.session_start(%s)", (Jsonb({"sub": "lr-reader"}),))]
+        for query, params in writes:
+            with ts.expect_error("25006"):
+                reader.execute(query, params)
+        assert ts.valid(reader, token) is True
+    finally:
+        reader.close()
+        admin.execute("DROP ROLE ts_lr_reader")
+
+
 def test_subscriber_purge_does_not_break_apply(ts, topo):
     """The subscriber's purge worker deletes expired rows the publisher still has. The publisher's
     later UPDATE (a revocation) and DELETE (its own purge) of those rows find nothing there: the
