@@ -4,10 +4,12 @@
 CREATE VIEW token_store.stats AS SELECT * FROM token_store.stats();
 COMMENT ON VIEW token_store.stats IS 'token_store: counts, purge figures and verification outcomes';
 
--- Any change to the keys, by the key functions or by plain SQL, reaches every session's key cache.
+-- Any change to the keys, by the key functions or by plain SQL, also in replica mode, prompts every
+-- session to drop the parsed keys it no longer needs (each verification reads its key's row anyway).
 CREATE TRIGGER signing_keys_changed
     AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON token_store.signing_keys
     FOR EACH STATEMENT EXECUTE FUNCTION token_store.signing_keys_changed();
+ALTER TABLE token_store.signing_keys ENABLE ALWAYS TRIGGER signing_keys_changed;
 
 -- One sentence per function, as in the README; shown by \df+ and obj_description.
 COMMENT ON FUNCTION token_store.create_key(text, text, text) IS
@@ -43,7 +45,7 @@ COMMENT ON FUNCTION token_store.purge(bigint) IS
 COMMENT ON FUNCTION token_store.reencrypt(integer) IS
     'token_store: move rows still sealed under a previous encryption key onto the current one; returns how many';
 COMMENT ON FUNCTION token_store.signing_keys_changed() IS
-    'token_store: trigger on signing_keys that makes every session read the keys again';
+    'token_store: trigger on signing_keys that makes every session drop the parsed keys it no longer needs';
 COMMENT ON FUNCTION token_store.stats() IS
     'token_store: counts, purge figures and verification outcomes';
 COMMENT ON FUNCTION token_store.session_start(jsonb, interval, interval, jsonb, text) IS

@@ -2,3 +2,18 @@
 -- Under development until 0.4.0 is archived in sql/released/; never edit once released.
 -- tests/client/test_upgrade.py installs each older release, makes data, runs ALTER EXTENSION
 -- token_store UPDATE and compares every object with a fresh 0.4.0 install.
+
+-- issue 19: a read path that is never stale
+-- Readers are safe in parallel workers (they read under the active snapshot and write nothing);
+-- stats() is restricted to the leader (without preloading its counts are the backend's own).
+ALTER FUNCTION token_store.jwt_verify(text, text, text) PARALLEL SAFE;
+ALTER FUNCTION token_store.jwt_valid(text) PARALLEL SAFE;
+ALTER FUNCTION token_store.jwt_introspect(text) PARALLEL SAFE;
+ALTER FUNCTION token_store.jwks() PARALLEL SAFE;
+ALTER FUNCTION token_store.jwt_payload(uuid) PARALLEL SAFE;
+ALTER FUNCTION token_store.sessions(text) PARALLEL SAFE;
+ALTER FUNCTION token_store.stats() PARALLEL RESTRICTED;
+-- The keys trigger is only a prompt to drop parsed keys from memory now; it fires in replica mode too.
+ALTER TABLE token_store.signing_keys ENABLE ALWAYS TRIGGER signing_keys_changed;
+COMMENT ON FUNCTION token_store.signing_keys_changed() IS
+    'token_store: trigger on signing_keys that makes every session drop the parsed keys it no longer needs';

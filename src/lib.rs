@@ -10,6 +10,7 @@ mod engine;
 mod error;
 mod gucs;
 mod logging;
+mod planning;
 mod replication;
 mod shmem;
 mod storage;
@@ -29,6 +30,7 @@ pub extern "C-unwind" fn _PG_init() {
     let configured = (!preloading).then(gucs::placeholders);
     gucs::init(preloading);
     logging::init();
+    planning::init();
     replication::init();
     if preloading {
         shmem::init();

@@ -1056,6 +1056,46 @@ mod tests {
         );
     }
 
+    #[pg_test]
+    fn parsed_keys_leave_memory_with_their_rows() {
+        use crate::cache::signing_keys::parsed_count;
+        setup();
+        run("SET LOCAL token_store.require_stored = off");
+        run_p(
+            "SELECT token_store.create_key('k2', 'HS256', $1)",
+            &[OTHER_SECRET],
+        );
+        run("SELECT token_store.generate_key('k3', 'ES256')");
+        let (t1, t2, t3) = (issue_with("k1"), issue_with("k2"), issue_with("k3"));
+        assert_eq!(reason(&t1), "active");
+        assert_eq!(reason(&t2), "active");
+        assert_eq!(reason(&t3), "active");
+        assert!(parsed_count() >= 3, "k1, k2, k3 parsed");
+        let before = parsed_count();
+        // retired: the next lookup of its kid drops it
+        run("SELECT token_store.set_key_state('k2', 'retired')");
+        assert_eq!(reason(&t2), "unknown_key");
+        assert_eq!(parsed_count(), before - 1, "k2 dropped by its lookup");
+        // deleted by plain SQL, never looked up again: the trigger's invalidation (taken in at the
+        // next command) makes the next key lookup, of another kid, sweep it out
+        run("DELETE FROM token_store.signing_keys WHERE kid = 'k3'");
+        assert_eq!(reason(&t1), "active");
+        assert_eq!(parsed_count(), before - 2, "k3 swept out");
+        // in replica mode (what the logical apply worker runs with) too
+        run("SET LOCAL session_replication_role = replica");
+        run("UPDATE token_store.signing_keys SET state = 'retired', version = version + 1 WHERE kid = 'k1'");
+        assert_eq!(reason(&t1), "unknown_key");
+        assert_eq!(parsed_count(), before - 3);
+    }
+
+    /// A token issued with key `kid`.
+    fn issue_with(kid: &str) -> String {
+        text_p(
+            "SELECT token_store.jwt_issue('{\"sub\": \"e\"}'::jsonb, '1 hour', $1)",
+            &[kid],
+        )
+    }
+
     fn session_start(claims: Value) -> Value {
         one_p::<JsonB>(
             "SELECT token_store.session_start($1::jsonb)",

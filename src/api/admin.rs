@@ -9,7 +9,8 @@ use crate::error::OrRaise;
 use crate::logging::guarded;
 
 /// The decrypted claims of the stored token with this row id (NULL when there is none).
-#[pg_extern(security_definer, stable)]
+// Reads only: parallel workers may run it.
+#[pg_extern(security_definer, stable, parallel_safe)]
 #[search_path(pg_catalog, pg_temp)]
 fn jwt_payload(id: Uuid) -> Option<JsonB> {
     guarded(|| engine::admin::payload(super::uuid_bytes(id)).or_raise()).map(JsonB)
@@ -23,8 +24,9 @@ fn purge(max_rows: default!(Option<i64>, "NULL")) -> i64 {
 }
 
 /// Token counts, rows per encryption key, purge figures, worker pids and verification outcomes.
+// Restricted to the leader: without preloading, the verification counts are the backend's own.
 #[allow(clippy::type_complexity)]
-#[pg_extern(security_definer, stable)]
+#[pg_extern(security_definer, stable, parallel_restricted)]
 #[search_path(pg_catalog, pg_temp)]
 fn stats() -> TableIterator<
     'static,

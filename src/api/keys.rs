@@ -37,20 +37,23 @@ fn import_jwks(jwks: JsonbText) -> i32 {
 }
 
 /// The public JWKS (RFC 7517) of every non-retired asymmetric key, for `/.well-known/jwks.json`.
-#[pg_extern(security_definer, stable)]
+#[pg_extern(security_definer, stable, parallel_safe)]
 #[search_path(pg_catalog, pg_temp)]
 fn jwks() -> JsonB {
     JsonB(guarded(|| engine::keys::jwks().or_raise()))
 }
 
-/// Trigger on `token_store.signing_keys` (after each INSERT, UPDATE, DELETE or TRUNCATE statement):
-/// sends the relcache invalidation that makes every session read the keys again, so a change made
-/// with plain SQL (a restore, an operator's UPDATE) reaches the per-backend key caches like one made
-/// by the key functions.
+/// Trigger on `token_store.signing_keys` (after each INSERT, UPDATE, DELETE or TRUNCATE statement,
+/// enabled ALWAYS, so also in replica mode): sends a relcache invalidation of the table it fires on,
+/// which makes every session sweep the parsed keys it no longer needs out of its memory at once.
+/// Correctness does not depend on it: every verification reads its key's row (see
+/// `cache::signing_keys`).
 #[pg_trigger]
 fn signing_keys_changed<'a>(
-    _trigger: &'a pgrx::PgTrigger<'a>,
+    trigger: &'a pgrx::PgTrigger<'a>,
 ) -> Result<Option<PgHeapTuple<'a, AllocatedByRust>>, PgHeapTupleError> {
-    guarded(|| crate::storage::probe::keys_changed().or_raise());
+    if let Ok(relid) = trigger.relid() {
+        crate::cache::signing_keys::keys_changed(relid);
+    }
     Ok(None)
 }

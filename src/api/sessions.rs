@@ -78,8 +78,9 @@ fn session_end_subject(
 }
 
 /// The live sessions of `subject`, newest first, with their decrypted metadata.
+// Reads only: parallel workers may run it.
 #[allow(clippy::type_complexity)]
-#[pg_extern(security_definer, stable)]
+#[pg_extern(security_definer, stable, parallel_safe)]
 #[search_path(pg_catalog, pg_temp)]
 fn sessions(
     subject: &str,

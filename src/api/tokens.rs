@@ -31,8 +31,9 @@ fn jwt_store(token: &str) -> Uuid {
 }
 
 /// The verified claims of `token`, or an ERROR saying why it is refused.
-// Runs no SQL (storage::probe reads the tables): SECURITY INVOKER, guarded by EXECUTE alone.
-#[pg_extern(stable)]
+// Runs no SQL (storage::direct reads the tables): SECURITY INVOKER, guarded by EXECUTE alone;
+// nothing in it writes or needs a new snapshot, so parallel workers may run it.
+#[pg_extern(stable, parallel_safe)]
 fn jwt_verify(
     token: Option<&str>,
     audience: default!(Option<&str>, "NULL"),
@@ -46,8 +47,9 @@ fn jwt_verify(
 }
 
 /// True when `jwt_verify` would succeed; never raises for anything in the token (NULL gives false).
-// Runs no SQL (storage::probe reads the tables): SECURITY INVOKER, guarded by EXECUTE alone.
-#[pg_extern(stable)]
+// Runs no SQL (storage::direct reads the tables): SECURITY INVOKER, guarded by EXECUTE alone;
+// nothing in it writes or needs a new snapshot, so parallel workers may run it.
+#[pg_extern(stable, parallel_safe)]
 fn jwt_valid(token: Option<&str>) -> bool {
     let Some(token) = token else { return false };
     guarded(|| match tokens::verify(token, None, None, Mode::Verify) {
@@ -58,8 +60,9 @@ fn jwt_valid(token: Option<&str>) -> bool {
 }
 
 /// RFC 7662 shape: `{"active": true, ...claims, "token_id": ...}` or `{"active": false, "reason": ...}`.
-// Runs no SQL (storage::probe reads the tables): SECURITY INVOKER, guarded by EXECUTE alone.
-#[pg_extern(stable)]
+// Runs no SQL (storage::direct reads the tables): SECURITY INVOKER, guarded by EXECUTE alone;
+// nothing in it writes or needs a new snapshot, so parallel workers may run it.
+#[pg_extern(stable, parallel_safe)]
 fn jwt_introspect(token: &str) -> JsonB {
     guarded(|| {
         JsonB(match tokens::verify(token, None, None, Mode::Verify) {

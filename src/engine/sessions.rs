@@ -107,6 +107,7 @@ pub fn start(
     kid: Option<&str>,
 ) -> TsResult<Value> {
     ensure_primary("session_start")?;
+    let _snapshot = crate::storage::probe::WriterSnapshot::push();
     let claims = claims_object(claims)?;
     let subject =
         match claims.get("sub") {

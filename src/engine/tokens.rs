@@ -3,7 +3,8 @@
 use std::rc::Rc;
 
 use super::*;
-use crate::storage::{probe, TokenStatus};
+use crate::storage::probe::WriterSnapshot;
+use crate::storage::{direct, TokenStatus};
 
 pub(super) fn max_token_bytes() -> usize {
     usize::try_from(gucs::MAX_TOKEN_BYTES.get()).unwrap_or(16_384)
@@ -23,8 +24,9 @@ pub(super) fn header_alg(parsed: &Parsed) -> TsResult<Alg> {
 pub(super) fn pick_key(
     parsed: &Parsed,
     alg: Alg,
-    candidates: Vec<Rc<KeyRow>>,
+    candidates: Rc<Vec<Rc<KeyRow>>>,
 ) -> TsResult<Rc<KeyRow>> {
+    let candidates = Rc::unwrap_or_clone(candidates);
     let candidates = if parsed.header.kid.is_some() {
         let row = candidates
             .into_iter()
@@ -53,12 +55,11 @@ pub(super) fn pick_key(
 }
 
 /// The keys a token may be checked against: the row its header's `kid` names, or the non-retired
-/// keys of its `alg`; from the per-backend key set, without SQL.
-fn candidates(parsed: &Parsed, alg: Alg) -> TsResult<Vec<Rc<KeyRow>>> {
-    let set = signing_keys::key_set()?;
+/// keys of its `alg`; read without SQL under the active snapshot, like the token's own row.
+fn candidates(parsed: &Parsed, alg: Alg) -> TsResult<Rc<Vec<Rc<KeyRow>>>> {
     Ok(match parsed.header.kid.as_deref() {
-        Some(kid) => set.by_kid(kid).into_iter().collect(),
-        None => set.by_alg(alg.as_str()),
+        Some(kid) => Rc::new(signing_keys::by_kid(kid)?.into_iter().collect()),
+        None => signing_keys::by_alg(alg.as_str())?,
     })
 }
 
@@ -70,13 +71,14 @@ pub(super) fn authenticate<'a>(token: &'a str) -> TsResult<(Parsed<'a>, Rc<KeyRo
     Ok((parsed, row))
 }
 
-/// What the tables say about a token and its subject, read by index probes under the statement's
-/// snapshot (own earlier writes included, as a query would see them).
+/// What the tables say about a token and its subject, read by index probes under the active
+/// snapshot: what a SELECT in the calling statement would see (for a STABLE reader, not the rows
+/// its own statement writes; the writers read under a snapshot of their own, see WriterSnapshot).
 fn token_status(hash: &[u8; 32], subject: Option<&str>) -> TsResult<TokenStatus> {
     Ok(TokenStatus {
-        stored: probe::token_row(hash)?,
+        stored: direct::token_row(hash)?,
         subject_revoked_before: match subject {
-            Some(s) => probe::subject_revoked_before(s)?,
+            Some(s) => direct::subject_revoked_before(s)?,
             None => None,
         },
     })
@@ -110,7 +112,8 @@ pub(super) fn setting_or(
     arg.map(str::to_owned).or_else(|| gucs::nonempty(setting))
 }
 
-/// The whole verification: signature, claims, revocation, storage. Counted in `stats()`.
+/// The whole verification: signature, claims, revocation, storage. Counted in `stats()`, unless
+/// the planner makes it (see `planning`).
 pub fn verify<'a>(
     token: &'a str,
     audience: Option<&str>,
@@ -118,6 +121,10 @@ pub fn verify<'a>(
     mode: Mode,
 ) -> TsResult<Verified<'a>> {
     let result = verify_uncounted(token, audience, issuer, mode);
+    if crate::planning::planning() {
+        // the planner estimating a plan; the executor's evaluation is the one counted
+        return result;
+    }
     match &result {
         Ok(_) => shmem::counters().count(Ok(())),
         Err(TsError::Rejected(r)) => shmem::counters().count(Err(*r)),
@@ -217,7 +224,7 @@ pub(super) fn store_row(
 /// `jwt_store`: verify, then store; the same token twice gives the same id.
 pub fn store(token: &str) -> TsResult<[u8; 16]> {
     ensure_primary("jwt_store")?;
-    probe::see_own_writes();
+    let _snapshot = WriterSnapshot::push();
     let v = verify(token, None, None, Mode::Store)?;
     if let Some(id) = v.token_id {
         return Ok(id);
@@ -237,12 +244,10 @@ pub(super) fn interval_secs(months: i32, days: i32, micros: i64) -> f64 {
 }
 
 pub(super) fn signing_row(kid: Option<&str>) -> TsResult<Rc<KeyRow>> {
-    // from the per-backend key set, as verification reads it: no SQL
-    let set = signing_keys::key_set()?;
+    // read as verification reads keys: no SQL
     match kid {
         Some(kid) => {
-            let row = set
-                .by_kid(kid)
+            let row = signing_keys::by_kid(kid)?
                 .ok_or_else(|| TsError::UndefinedObject(format!("key \"{kid}\" does not exist")))?;
             if row.state != "active" {
                 return Err(TsError::NotInPrerequisiteState {
@@ -258,7 +263,7 @@ pub(super) fn signing_row(kid: Option<&str>) -> TsResult<Rc<KeyRow>> {
             }
             Ok(row)
         }
-        None => set.default_signer().ok_or_else(|| TsError::NotInPrerequisiteState {
+        None => signing_keys::default_signer()?.ok_or_else(|| TsError::NotInPrerequisiteState {
             message: "no active key can sign".into(),
             hint: Some("Create one with token_store.create_key(kid, alg, key) or token_store.generate_key(kid, alg).".into()),
         }),
@@ -278,7 +283,7 @@ pub(super) fn issue_with_exp(
     kid: Option<&str>,
 ) -> TsResult<(String, Option<f64>)> {
     ensure_primary("jwt_issue")?;
-    probe::see_own_writes();
+    let _snapshot = WriterSnapshot::push();
     // base64url makes the payload 4/3 as long: refuse what cannot fit before any work on it
     let limit = max_token_bytes();
     if claims.len().saturating_mul(4) / 3 > limit {
@@ -359,7 +364,7 @@ pub(super) fn begin_revocation(what: &'static str, reason: Option<&str>) -> TsRe
 /// `jwt_revoke`: true if this call revoked it. An unstored, correctly signed token gets a revoked row.
 pub fn revoke(token: &str, reason: Option<&str>) -> TsResult<bool> {
     begin_revocation("jwt_revoke", reason)?;
-    probe::see_own_writes();
+    let _snapshot = WriterSnapshot::push();
     let (parsed, key) = authenticate(token)?;
     let hash = jws::token_hash(&parsed);
     if let Some(changed) = storage::revoke_by_hash(&hash, reason)? {

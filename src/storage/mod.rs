@@ -1,6 +1,10 @@
-//! All SQL the extension runs: fixed statements with bind parameters, planned once per backend.
-//! The read path (verification) runs none: it reads through the index probes of `probe`.
+//! What the extension reads and writes in its tables.
+//!
+//! This module and `sessions` hold all SQL the extension runs: fixed statements with bind
+//! parameters, planned once per backend. The read path (verification) runs none: `direct` reads
+//! the rows it needs by index probes, built on the scan primitives of `probe`.
 
+pub mod direct;
 pub mod probe;
 
 use std::cell::RefCell;

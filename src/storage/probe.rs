@@ -1,270 +1,336 @@
-//! The read path's direct access to the extension's tables: no SQL, no planner, no search_path.
+//! Scan primitives of the read path: open a table and one of its indexes by OID, scan the index
+//! under the active snapshot, read columns from the slot, close. No SQL, no planner, no
+//! search_path, no command-counter bump, no new snapshot: all of it works in a parallel worker and
+//! on a hot standby. What to open (and its validation) comes from `cache::relations`; the typed
+//! reads built on these primitives are in `storage::direct`.
 //!
-//! A probe opens the table and one of its indexes with the locks the executor would take
-//! (AccessShareLock on both, kept until the end of the transaction, as the executor does), scans
-//! the index for one key under a snapshot, reads the columns it needs from the slot and closes
-//! everything. Relations are found by OID (`cache::relations`), resolved in the extension's own
-//! schema, never through the caller's search_path. Table privileges are not checked: the SQL
-//! functions that reach this module are guarded by their EXECUTE grants (see the README).
+//! A probe locks the table and index with AccessShareLock, as the executor would, and keeps the
+//! locks until the transaction ends. Its scan allocates in a memory context of its own, reset after
+//! each probe, so nothing of a scan (scan descriptors, detoasted copies) outlives it. Table
+//! privileges and row-level security are not checked: the SQL functions that reach this module are
+//! guarded by their EXECUTE grants (see the README).
 //!
-//! Every unsafe FFI call of the read path lives in this module. pgrx's `pg_sys` functions turn a
-//! PostgreSQL ERROR into a Rust panic that unwinds to the `#[pg_extern]` boundary and is raised
-//! again there; the transaction's abort then releases the locks, relations, slot and snapshot.
+//! pgrx's `pg_sys` functions turn a PostgreSQL ERROR into a Rust panic that unwinds to the
+//! `#[pg_extern]` boundary and is raised again there; the (sub)transaction's abort then releases
+//! the locks, relations, buffer pins and slot.
 
-use std::ffi::CStr;
+use std::cell::Cell;
 
-use pgrx::datum::Uuid;
-use pgrx::pg_sys::{self, Datum, Oid, Relation, Snapshot, TupleTableSlot};
-use pgrx::{FromDatum, IntoDatum};
+use pgrx::pg_sys::{self, Datum, MemoryContext, Relation, Snapshot, TransactionId, TupleTableSlot};
+use pgrx::FromDatum;
 
-use crate::cache::relations::{self, Relations};
+use crate::cache::relations::{self, Probed, Relations};
 use crate::error::{TsError, TsResult};
-use crate::storage::KeyRow;
 
-/// The extension's name in pg_extension.
-const EXTENSION: &CStr = c"token_store";
+/// How often a probe opens its relations again when they were replaced while it locked them.
+const MAX_ATTEMPTS: usize = 100;
 
-/// How often a probe re-resolves the relations when they change under it before giving up.
-const MAX_ATTEMPTS: usize = 4;
-
-/// Seconds between the Unix epoch and PostgreSQL's (2000-01-01).
-const PG_EPOCH_OFFSET_S: f64 = 946_684_800.0;
-
-fn missing(what: &str) -> TsError {
-    TsError::NotInPrerequisiteState {
-        message: format!("token_store's {what} is missing"),
-        hint: Some("Reinstall the extension with DROP EXTENSION and CREATE EXTENSION.".into()),
-    }
+thread_local! {
+    static PROBE_CONTEXT: Cell<MemoryContext> = const { Cell::new(std::ptr::null_mut()) };
 }
 
-/// The OIDs and column numbers of the extension's relations, looked up in the extension's schema.
-pub fn resolve() -> TsResult<Relations> {
-    // SAFETY: a syscache lookup by a NUL-terminated name; missing_ok gives InvalidOid, no ERROR.
-    let ext = unsafe { pg_sys::get_extension_oid(EXTENSION.as_ptr(), true) };
-    if ext == Oid::INVALID {
-        return Err(TsError::NotInPrerequisiteState {
-            message: "extension \"token_store\" is not installed in this database".into(),
-            hint: None,
-        });
-    }
-    let schema = extension_schema(ext);
-    if schema == Oid::INVALID {
-        return Err(missing("schema"));
-    }
-    let rel = |name: &CStr| -> TsResult<Oid> {
-        // SAFETY: a syscache lookup by name and namespace OID; returns InvalidOid when absent.
-        let oid = unsafe { pg_sys::get_relname_relid(name.as_ptr(), schema) };
-        if oid == Oid::INVALID {
-            return Err(missing(&format!("relation {}", name.to_string_lossy())));
+/// The active snapshot: what a plain SELECT in the calling statement reads under. Err when there is
+/// none (checked before anything is opened).
+fn active_snapshot() -> TsResult<Snapshot> {
+    // SAFETY: both only read the backend's snapshot stack.
+    unsafe {
+        if !pg_sys::ActiveSnapshotSet() {
+            return Err(TsError::Internal("no active snapshot to read under".into()));
         }
-        Ok(oid)
-    };
-    let att = |table: Oid, name: &CStr| -> TsResult<i16> {
-        // SAFETY: a syscache lookup; returns InvalidAttrNumber (0) when the column is absent.
-        let n = unsafe { pg_sys::get_attnum(table, name.as_ptr()) };
-        if n <= 0 {
-            return Err(missing(&format!("column {}", name.to_string_lossy())));
+        Ok(pg_sys::GetActiveSnapshot())
+    }
+}
+
+/// The identity of what the active snapshot sees of the tables: the same View, the same rows.
+///
+/// Two MVCC snapshots with equal xmin, xmax, in-progress lists and command id see the same rows of
+/// other transactions (that is PostgreSQL's own condition for reusing a snapshot). This backend's
+/// own rows add to that only once its transaction has an xid: then the View also names the
+/// transaction (its local id) and subtransaction, so a rolled-back subtransaction, or a commit of
+/// rows written after the snapshot's command id, gives another View. Caches of what the key rows
+/// were (`cache::signing_keys`) are kept per View.
+#[derive(Clone, PartialEq, Debug)]
+pub struct View {
+    /// (local transaction id, subtransaction id) when this transaction has an xid.
+    own: Option<(u32, u32)>,
+    relations: u64,
+    xmin: TransactionId,
+    xmax: TransactionId,
+    curcid: u32,
+    xip: Vec<TransactionId>,
+    subxip: Vec<TransactionId>,
+    suboverflowed: bool,
+    recovery: bool,
+}
+
+/// The `own` part of a View.
+fn own_writes() -> Option<(u32, u32)> {
+    // SAFETY: reads this backend's transaction state.
+    let xid = unsafe { pg_sys::GetTopTransactionIdIfAny() };
+    if xid == TransactionId::INVALID {
+        return None;
+    }
+    // SAFETY: as above.
+    Some((local_xid(), unsafe { pg_sys::GetCurrentSubTransactionId() }))
+}
+
+fn local_xid() -> u32 {
+    // SAFETY: MyProc is this backend's PGPROC, set before any SQL function can run.
+    #[cfg(any(feature = "pg13", feature = "pg14", feature = "pg15", feature = "pg16"))]
+    let lxid = unsafe { (*pg_sys::MyProc).lxid };
+    // SAFETY: as above.
+    #[cfg(not(any(feature = "pg13", feature = "pg14", feature = "pg15", feature = "pg16")))]
+    let lxid = unsafe { (*pg_sys::MyProc).vxid.lxid };
+    lxid
+}
+
+/// # Safety
+/// `s` is a valid snapshot.
+unsafe fn slices<'a>(s: Snapshot) -> (&'a [TransactionId], &'a [TransactionId]) {
+    // SAFETY: the caller's contract; xip holds xcnt entries, subxip subxcnt (either may be NULL
+    // when empty).
+    unsafe {
+        let part = |p: *mut TransactionId, n: usize| {
+            if p.is_null() || n == 0 {
+                &[][..]
+            } else {
+                std::slice::from_raw_parts(p, n)
+            }
+        };
+        (
+            part((*s).xip, (*s).xcnt as usize),
+            part((*s).subxip, usize::try_from((*s).subxcnt).unwrap_or(0)),
+        )
+    }
+}
+
+impl View {
+    /// The View of the active snapshot; None when it is not an MVCC snapshot (nothing is cached).
+    pub fn current() -> TsResult<Option<View>> {
+        let s = active_snapshot()?;
+        // SAFETY: s is the active snapshot, valid during this call.
+        unsafe {
+            if (*s).snapshot_type != pg_sys::SnapshotType::SNAPSHOT_MVCC {
+                return Ok(None);
+            }
+            let (xip, subxip) = slices(s);
+            Ok(Some(View {
+                own: own_writes(),
+                relations: relations::generation(),
+                xmin: (*s).xmin,
+                xmax: (*s).xmax,
+                curcid: (*s).curcid,
+                xip: xip.to_vec(),
+                subxip: subxip.to_vec(),
+                suboverflowed: (*s).suboverflowed,
+                recovery: (*s).takenDuringRecovery,
+            }))
         }
-        Ok(n)
+    }
+
+    /// Whether the active snapshot still has this View (compared in place: no allocation).
+    pub fn is_current(&self) -> bool {
+        let Ok(s) = active_snapshot() else {
+            return false;
+        };
+        // SAFETY: s is the active snapshot, valid during this call.
+        unsafe {
+            if (*s).snapshot_type != pg_sys::SnapshotType::SNAPSHOT_MVCC {
+                return false;
+            }
+            let (xip, subxip) = slices(s);
+            self.xmin == (*s).xmin
+                && self.xmax == (*s).xmax
+                && self.curcid == (*s).curcid
+                && self.relations == relations::generation()
+                && self.own == own_writes()
+                && self.suboverflowed == (*s).suboverflowed
+                && self.recovery == (*s).takenDuringRecovery
+                && self.xip == xip
+                && self.subxip == subxip
+        }
+    }
+}
+
+/// For the functions that write (jwt_issue, jwt_store, jwt_revoke, session_start), while they
+/// read: a snapshot taken at the current command, as SPI takes one before each statement of a
+/// volatile function, so they see what this transaction wrote earlier, in the same statement too
+/// (a key made by `create_key` in the same SELECT). Popped when dropped; an ERROR leaves it to the
+/// (sub)transaction's abort, which pops it.
+pub struct WriterSnapshot(());
+
+impl WriterSnapshot {
+    /// Push it. Only in functions that write: they are PARALLEL UNSAFE and refused on a standby.
+    pub fn push() -> WriterSnapshot {
+        // SAFETY: CommandCounterIncrement and a pushed copy of the transaction snapshot at the new
+        // command id are what SPI does before each statement of a volatile function; the copy is
+        // this stack entry's own (PushActiveSnapshot copies the static transaction snapshot), as
+        // UpdateActiveSnapshotCommandId requires.
+        unsafe {
+            pg_sys::CommandCounterIncrement();
+            pg_sys::PushActiveSnapshot(pg_sys::GetTransactionSnapshot());
+            pg_sys::UpdateActiveSnapshotCommandId();
+        }
+        WriterSnapshot(())
+    }
+}
+
+impl Drop for WriterSnapshot {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            // SAFETY: pops the entry pushed by `push`; everything pushed above it was popped by
+            // its own pusher (SPI) before returning.
+            unsafe { pg_sys::PopActiveSnapshot() }
+        }
+    }
+}
+
+/// The probe's memory context (a child of TopMemoryContext), made on first use.
+fn probe_context() -> MemoryContext {
+    let cxt = PROBE_CONTEXT.get();
+    if !cxt.is_null() {
+        return cxt;
+    }
+    // SAFETY: creates a context under TopMemoryContext, which lives as long as the backend; the
+    // name is a static string, as AllocSetContextCreate requires.
+    let cxt = unsafe {
+        pg_sys::AllocSetContextCreateInternal(
+            pg_sys::TopMemoryContext,
+            c"token_store probe".as_ptr(),
+            0,
+            8 * 1024,
+            8 * 1024 * 1024,
+        )
     };
-    // the session tables come with 0.3.0: a database not yet updated has none
-    // SAFETY: as in `rel`.
-    let sessions = match unsafe { pg_sys::get_relname_relid(c"sessions".as_ptr(), schema) } {
-        oid if oid == Oid::INVALID => None,
-        table => Some(relations::SessionsRel {
-            table,
-            by_id: rel(c"sessions_pkey")?,
-            ended_at: att(table, c"ended_at")?,
-        }),
-    };
-    let tokens = rel(c"tokens")?;
-    let subjects = rel(c"subject_revocations")?;
-    let keys = rel(c"signing_keys")?;
-    Ok(Relations {
-        tokens: relations::TokensRel {
-            table: tokens,
-            by_hash: rel(c"tokens_token_hash_key")?,
-            id: att(tokens, c"id")?,
-            revoked_at: att(tokens, c"revoked_at")?,
-        },
-        subjects: relations::SubjectsRel {
-            table: subjects,
-            by_subject: rel(c"subject_revocations_pkey")?,
-            revoked_before: att(subjects, c"revoked_before")?,
-        },
-        keys: relations::KeysRel {
-            table: keys,
-            by_kid: rel(c"signing_keys_pkey")?,
-            kid: att(keys, c"kid")?,
-            alg: att(keys, c"alg")?,
-            state: att(keys, c"state")?,
-            can_sign: att(keys, c"can_sign")?,
-            version: att(keys, c"version")?,
-            material: att(keys, c"material")?,
-            key_fingerprint: att(keys, c"key_fingerprint")?,
-            created_at: att(keys, c"created_at")?,
-        },
-        sessions,
-    })
+    PROBE_CONTEXT.set(cxt);
+    cxt
 }
 
-#[cfg(any(feature = "pg13", feature = "pg14", feature = "pg15"))]
-fn extension_schema(_ext: Oid) -> Oid {
-    // Before PostgreSQL 16 get_extension_schema is not exported. The control file fixes the
-    // schema (schema = token_store, relocatable = false), so its name is the extension's schema.
-    // SAFETY: a syscache lookup by name; missing_ok gives InvalidOid, no ERROR.
-    unsafe { pg_sys::get_namespace_oid(EXTENSION.as_ptr(), true) }
+/// Switches CurrentMemoryContext to the probe's context and back (also when an ERROR unwinds
+/// through), and resets the probe's context when done.
+struct InProbeContext(MemoryContext);
+
+impl InProbeContext {
+    fn enter() -> Self {
+        let cxt = probe_context();
+        // SAFETY: a plain swap of the current memory context; restored by Drop.
+        unsafe {
+            let old = pg_sys::CurrentMemoryContext;
+            pg_sys::CurrentMemoryContext = cxt;
+            InProbeContext(old)
+        }
+    }
 }
 
-#[cfg(not(any(feature = "pg13", feature = "pg14", feature = "pg15")))]
-fn extension_schema(ext: Oid) -> Oid {
-    // SAFETY: reads pg_extension by the OID just looked up; InvalidOid when it is gone.
-    unsafe { pg_sys::get_extension_schema(ext) }
+impl Drop for InProbeContext {
+    fn drop(&mut self) {
+        // SAFETY: restores the context saved by `enter`; the probe's context holds nothing used
+        // after the probe (values were copied out), so it is reset, unless an ERROR is unwinding
+        // (then the next probe's reset frees what was left).
+        unsafe {
+            let cxt = pg_sys::CurrentMemoryContext;
+            pg_sys::CurrentMemoryContext = self.0;
+            if !std::thread::panicking() && cxt == PROBE_CONTEXT.get() {
+                pg_sys::MemoryContextReset(cxt);
+            }
+        }
+    }
 }
 
-/// Register the relcache callback of `cache::relations`. Once per backend.
-pub fn register_relcache_callback(f: unsafe extern "C-unwind" fn(Datum, Oid)) {
-    // SAFETY: adds a function pointer to the backend's fixed callback table; `f` lives as long as
-    // the library, which PostgreSQL never unloads.
-    unsafe { pg_sys::CacheRegisterRelcacheCallback(Some(f), Datum::from(0usize)) }
+/// An open table and index, closed (locks kept until the transaction ends, as the executor keeps
+/// them) when dropped, unless an ERROR is unwinding: then the abort releases them.
+struct Opened(Relation, Relation);
+
+impl Drop for Opened {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            // SAFETY: both were opened by `open` and are closed once, here.
+            unsafe {
+                pg_sys::relation_close(self.1, pg_sys::NoLock as pg_sys::LOCKMODE);
+                pg_sys::relation_close(self.0, pg_sys::NoLock as pg_sys::LOCKMODE);
+            }
+        }
+    }
 }
 
-/// Tell every backend (and this one, at its next command) that the keys table changed. Sent
-/// with the transaction's commit, dropped with its abort; replayed on hot standbys.
-pub fn keys_changed() -> TsResult<()> {
-    let (rels, _) = relations::get()?;
-    // SAFETY: queues a relcache invalidation message for a relation OID; raises only on OOM.
-    unsafe { pg_sys::CacheInvalidateRelcacheByRelid(rels.keys.table) };
-    Ok(())
-}
-
-/// For the functions that write (jwt_issue, jwt_store, jwt_revoke), before they read the keys:
-/// make this transaction's earlier writes of the same statement visible, as the SPI statements
-/// they ran before did (a key made by `create_key` earlier in the same SELECT, say), and process
-/// the invalidations those writes queued, which empties this backend's key set if the keys changed.
-pub fn see_own_writes() {
-    // SAFETY: CommandCounterIncrement is what SPI runs before each writing statement; the callers
-    // have refused to run on a hot standby (they write), and it is a no-op when nothing was written.
-    unsafe { pg_sys::CommandCounterIncrement() }
-}
-
-/// Which snapshot a probe reads under.
-#[derive(Clone, Copy)]
-enum Snap {
-    /// The statement's (GetActiveSnapshot): what the executor would see, own writes included.
-    Statement,
-    /// A fresh one, taken after the locks: for caches kept past this statement (see `all_keys`).
-    Latest,
-}
-
-/// Open `table` and `index` with AccessShareLock; None when either is gone or the relations
-/// changed (the generation moved) while the locks were taken.
-fn open_pair(table: Oid, index: Oid, generation: u64) -> Option<(Relation, Relation)> {
+/// Open `p`'s table and index with AccessShareLock; None when either is gone.
+fn open(p: &Probed) -> Option<Opened> {
     let lock = pg_sys::AccessShareLock as pg_sys::LOCKMODE;
-    // SAFETY: try_relation_open locks the OID (processing pending invalidations) and returns NULL,
+    // SAFETY: try_relation_open locks the OID (taking in pending invalidations) and returns NULL,
     // lock released, when no such relation exists any more.
-    let heap = unsafe { pg_sys::try_relation_open(table, lock) };
+    let heap = unsafe { pg_sys::try_relation_open(p.table, lock) };
     if heap.is_null() {
         return None;
     }
     // SAFETY: as above, for the index.
-    let idx = unsafe { pg_sys::try_relation_open(index, lock) };
-    if idx.is_null() || relations::generation() != generation {
-        // SAFETY: closes what was opened just above, releasing its lock.
-        unsafe {
-            if !idx.is_null() {
-                pg_sys::relation_close(idx, lock);
-            }
-            pg_sys::relation_close(heap, lock);
-        }
+    let idx = unsafe { pg_sys::try_relation_open(p.index, lock) };
+    if idx.is_null() {
+        // SAFETY: closes the table opened just above; its lock stays, as for any probe.
+        unsafe { pg_sys::relation_close(heap, pg_sys::NoLock as pg_sys::LOCKMODE) };
         return None;
     }
-    Some((heap, idx))
+    Some(Opened(heap, idx))
 }
 
-/// One scan of `index` over `table` (with `key` as the equality key on its first column, or every
-/// entry without), calling `each` on each visible row until it returns false. Returns the
-/// generation the relations were opened in.
-fn scan(
-    pick: impl Fn(&Relations) -> (Oid, Oid),
-    key: Option<(Datum, u32)>,
-    snap: Snap,
+/// One scan of the index `pick` names (with `key` as the equality key on its first column, or every
+/// entry without), under the active snapshot, calling `each` on each visible row until it returns
+/// false.
+///
+/// The relations are those of the current resolution. When an invalidation of one of them was
+/// taken in while they were being locked, they are resolved and validated again (with the locks
+/// now held, nothing can alter them any more): the scan goes on when that resolution names what
+/// was opened, and opens the new relations when they were replaced. Invalidations alone never
+/// fail a probe.
+pub fn scan(
+    pick: impl Fn(&Relations) -> Option<Probed>,
+    key: Option<Datum>,
     mut each: impl FnMut(&Relations, &Row) -> bool,
-) -> TsResult<u64> {
+) -> TsResult<()> {
+    let snapshot = active_snapshot()?;
     for _ in 0..MAX_ATTEMPTS {
-        let (rels, generation) = relations::get()?;
-        let (table, index) = pick(&rels);
-        let Some((heap, idx)) = open_pair(table, index, generation) else {
+        let mut rels = relations::get()?;
+        let Some(p) = pick(&rels) else {
+            return Ok(());
+        };
+        let generation = relations::generation();
+        let Some(opened) = open(&p) else {
             relations::forget();
             continue;
         };
-        let mut pushed = false;
-        let snapshot = match snap {
-            Snap::Statement => {
-                // SAFETY: ActiveSnapshotSet only reads the snapshot stack.
-                if !unsafe { pg_sys::ActiveSnapshotSet() } {
-                    return Err(TsError::Internal("no active snapshot to read under".into()));
-                }
-                statement_snapshot(&mut pushed)
+        if relations::generation() != generation {
+            let fresh = relations::get()?;
+            if pick(&fresh) != Some(p) {
+                continue;
             }
-            // SAFETY: taken after the locks; registered so it outlives any catalog access below.
-            Snap::Latest => unsafe { pg_sys::RegisterSnapshot(pg_sys::GetLatestSnapshot()) },
-        };
-        // SAFETY: heap and idx are open and locked; the slot, scan and scan key live until the
-        // end of this block, which frees them in the reverse order of creation. The relations stay
-        // locked (NoLock on close) until the transaction ends, as the executor keeps them.
-        unsafe {
-            scan_open(heap, idx, snapshot, key, |slot| each(&rels, &Row(slot)));
-            pg_sys::relation_close(idx, pg_sys::NoLock as pg_sys::LOCKMODE);
-            pg_sys::relation_close(heap, pg_sys::NoLock as pg_sys::LOCKMODE);
-            if let Snap::Latest = snap {
-                pg_sys::UnregisterSnapshot(snapshot);
-            }
-            if pushed {
-                pg_sys::PopActiveSnapshot();
-            }
+            rels = fresh;
         }
-        return Ok(generation);
+        let _cxt = InProbeContext::enter();
+        // SAFETY: the relations are open and locked and were validated as a btree index of that
+        // table whose first column takes `key` with `p.eq_proc`; the snapshot is the active one.
+        unsafe {
+            scan_open(&opened, snapshot, key.map(|k| (k, &p)), |slot| {
+                each(&rels, &Row(slot))
+            })
+        };
+        return Ok(());
     }
     Err(TsError::Internal(
-        "token_store's tables kept changing while being opened".into(),
+        "token_store's tables kept being replaced while being opened".into(),
     ))
-}
-
-/// The statement's snapshot, as a query in a volatile function would read under it: when this
-/// statement has written (`jwt_verify(jwt_issue(...))`, a `session_refresh` in the same SELECT),
-/// SPI made those rows under later command ids, so the command counter is advanced and a copy of
-/// the snapshot at the current command id is pushed (`*pushed`; the caller pops it), as SPI does
-/// before each statement. Otherwise, the common case, the active snapshot itself.
-fn statement_snapshot(pushed: &mut bool) -> Snapshot {
-    // SAFETY: CommandCounterIncrement is a no-op unless this transaction wrote under the current
-    // command id (never on a hot standby); the active snapshot stack is not empty (checked by the
-    // caller) and a pushed copy is popped by the caller after its scan.
-    unsafe {
-        pg_sys::CommandCounterIncrement();
-        let active = pg_sys::GetActiveSnapshot();
-        if (*active).curcid == pg_sys::GetCurrentCommandId(false) {
-            return active;
-        }
-        pg_sys::PushCopiedSnapshot(active);
-        pg_sys::UpdateActiveSnapshotCommandId();
-        *pushed = true;
-        pg_sys::GetActiveSnapshot()
-    }
 }
 
 /// The index scan proper, on open relations.
 ///
 /// # Safety
-/// `heap` and `idx` are open, `idx` is a btree index of `heap`, and `snapshot` is valid for the
-/// call. `key`'s procedure is the equality function of the index's first column type.
+/// The relations are open, the index is a btree index of the table, and `snapshot` is valid for
+/// the call. `key`'s procedure and collation are the index's equality for its first column.
 unsafe fn scan_open(
-    heap: Relation,
-    idx: Relation,
+    opened: &Opened,
     snapshot: Snapshot,
-    key: Option<(Datum, u32)>,
+    key: Option<(Datum, &Probed)>,
     mut each: impl FnMut(*mut TupleTableSlot) -> bool,
 ) {
+    let (heap, idx) = (opened.0, opened.1);
     let nkeys = i32::from(key.is_some());
     // SAFETY: the caller's contract; a slot of the table's own type, freed below.
     let slot = unsafe { pg_sys::table_slot_create(heap, std::ptr::null_mut()) };
@@ -276,19 +342,18 @@ unsafe fn scan_open(
     let desc =
         unsafe { pg_sys::index_beginscan(heap, idx, snapshot, std::ptr::null_mut(), nkeys, 0) };
     let mut skey = pg_sys::ScanKeyData::default();
-    if let Some((arg, procedure)) = key {
-        // SAFETY: an equality key on the index's first column, compared under the index's own
-        // collation (a text index may use a non-C one; the btree positions with it).
+    if let Some((arg, p)) = key {
+        // SAFETY: an equality key on the index's first column, with the procedure and collation
+        // taken from the index itself (see cache::relations).
         unsafe {
-            let collation = *(*idx).rd_indcollation;
             pg_sys::ScanKeyEntryInitialize(
                 &mut skey,
                 0,
                 1,
                 pg_sys::BTEqualStrategyNumber as pg_sys::StrategyNumber,
-                Oid::INVALID,
-                collation,
-                pg_sys::Oid::from(procedure),
+                pg_sys::Oid::INVALID,
+                p.collation,
+                p.eq_proc,
                 arg,
             );
         }
@@ -316,116 +381,25 @@ unsafe fn scan_open(
 }
 
 /// A row in a scan's slot, read column by column (values are copied out, detoasted as needed).
-struct Row(*mut TupleTableSlot);
+pub struct Row(*mut TupleTableSlot);
 
 impl Row {
-    fn get<T: FromDatum>(&self, attnum: i16) -> Option<T> {
+    /// Column `attnum` (validated for its type by `cache::relations`), copied out; None when NULL.
+    pub fn get<T: FromDatum>(&self, attnum: i16) -> Option<T> {
         let mut isnull = false;
         // SAFETY: the slot holds a row of the scanned table for as long as this Row is lent to
-        // `each`; attnum comes from get_attnum on that table; FromDatum copies the value.
+        // `each`; attnum and its type were validated on that table; FromDatum copies the value.
         unsafe {
             let datum = pg_sys::slot_getattr(self.0, i32::from(attnum), &mut isnull);
             T::from_datum(datum, isnull)
         }
     }
 
-    fn is_null(&self, attnum: i16) -> bool {
+    /// Whether column `attnum` is NULL.
+    pub fn is_null(&self, attnum: i16) -> bool {
         let mut isnull = false;
         // SAFETY: as in `get`; only the null flag is used.
         unsafe { pg_sys::slot_getattr(self.0, i32::from(attnum), &mut isnull) };
         isnull
     }
-}
-
-fn epoch_secs(pg_micros: i64) -> f64 {
-    pg_micros as f64 / 1e6 + PG_EPOCH_OFFSET_S
-}
-
-/// The stored row of a token hash, under the statement's snapshot: its id and whether revoked.
-pub fn token_row(hash: &[u8; 32]) -> TsResult<Option<([u8; 16], bool)>> {
-    let arg = hash.as_slice().into_datum().expect("bytea datum");
-    let mut found = None;
-    scan(
-        |r| (r.tokens.table, r.tokens.by_hash),
-        Some((arg, pg_sys::F_BYTEAEQ)),
-        Snap::Statement,
-        |r, row| {
-            let id = row.get::<Uuid>(r.tokens.id).map(|u| *u.as_bytes());
-            found = id.map(|id| (id, !row.is_null(r.tokens.revoked_at)));
-            false
-        },
-    )?;
-    Ok(found)
-}
-
-/// When `subject` was revoked (epoch seconds), under the statement's snapshot.
-pub fn subject_revoked_before(subject: &str) -> TsResult<Option<f64>> {
-    let arg = subject.into_datum().expect("text datum");
-    let mut found = None;
-    scan(
-        |r| (r.subjects.table, r.subjects.by_subject),
-        Some((arg, pg_sys::F_TEXTEQ)),
-        Snap::Statement,
-        |r, row| {
-            found = row.get::<i64>(r.subjects.revoked_before).map(epoch_secs);
-            false
-        },
-    )?;
-    Ok(found)
-}
-
-/// Whether the session `id` has ended, under the statement's snapshot; false when no such session
-/// exists (a `sid` of another issuer) or the database has no session tables yet.
-pub fn session_ended(id: [u8; 16]) -> TsResult<bool> {
-    let (rels, _) = relations::get()?;
-    let Some(sessions) = rels.sessions else {
-        return Ok(false);
-    };
-    let arg = Uuid::from_bytes(id).into_datum().expect("uuid datum");
-    let mut ended = false;
-    scan(
-        |r| {
-            // the generation check in `scan` re-resolves if the sessions table went away meanwhile
-            let s = r.sessions.unwrap_or(sessions);
-            (s.table, s.by_id)
-        },
-        Some((arg, pg_sys::F_UUID_EQ)),
-        Snap::Statement,
-        |r, row| {
-            ended = r.sessions.is_some_and(|s| !row.is_null(s.ended_at));
-            false
-        },
-    )?;
-    Ok(ended)
-}
-
-/// Every key row with its creation time (microseconds since 2000), under a snapshot taken after
-/// the table is locked, and the relations generation it was read in: a cache of these rows is
-/// current until that generation moves (a commit after the snapshot sends an invalidation this
-/// backend has not processed yet; one before it is visible in the snapshot).
-pub fn all_keys() -> TsResult<(Vec<(KeyRow, i64)>, u64)> {
-    let mut out = Vec::new();
-    let generation = scan(
-        |r| (r.keys.table, r.keys.by_kid),
-        None,
-        Snap::Latest,
-        |r, row| {
-            let k = &r.keys;
-            let text = |n| row.get::<String>(n).unwrap_or_default();
-            out.push((
-                KeyRow {
-                    kid: text(k.kid),
-                    alg: text(k.alg),
-                    state: text(k.state),
-                    can_sign: row.get::<bool>(k.can_sign).unwrap_or(false),
-                    version: row.get::<i64>(k.version).unwrap_or(0),
-                    material: row.get::<Vec<u8>>(k.material).unwrap_or_default(),
-                    fingerprint: text(k.key_fingerprint),
-                },
-                row.get::<i64>(k.created_at).unwrap_or(0),
-            ));
-            true
-        },
-    )?;
-    Ok((out, generation))
 }

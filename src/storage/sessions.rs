@@ -9,23 +9,12 @@ use pgrx::spi::SpiHeapTupleData;
 use super::{read, uuid as to_uuid, write};
 use crate::error::{TsError, TsResult};
 
-thread_local! {
-    /// The sessions table was seen in this database (it stays once made, short of DROP EXTENSION).
-    static INSTALLED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
-}
-
 /// Whether this database's token_store has the session tables: not before `ALTER EXTENSION
-/// token_store UPDATE` to 0.3.0, while the new library already serves the old functions.
+/// token_store UPDATE` to 0.3.0, while the new library already serves the old functions. Asked of
+/// the relations as currently resolved (validated again after any change to them or their names),
+/// so an update or a reinstall of another version is seen at the next call.
 pub fn installed() -> TsResult<bool> {
-    if INSTALLED.get() {
-        return Ok(true);
-    }
-    const SQL: &str = "SELECT pg_catalog.to_regclass('token_store.refresh_tokens') IS NOT NULL";
-    let yes = read(SQL, &[], &[], |t| {
-        Ok(t.first().get::<bool>(1)?.unwrap_or(false))
-    })?;
-    INSTALLED.set(yes);
-    Ok(yes)
+    super::direct::sessions_installed()
 }
 
 /// Whether the session named by an access token's `sid` has ended. A `sid` that is not a uuid, or
@@ -33,7 +22,7 @@ pub fn installed() -> TsResult<bool> {
 /// of the verification path, a direct index probe like the rest of it (no SQL, no transaction id).
 pub fn session_ended(sid: &str) -> TsResult<bool> {
     match uuid::Uuid::parse_str(sid) {
-        Ok(id) => super::probe::session_ended(*id.as_bytes()),
+        Ok(id) => super::direct::session_ended(*id.as_bytes()),
         Err(_) => Ok(false),
     }
 }

@@ -3,8 +3,9 @@ probes and keep the keys and the relations' OIDs per backend. What must hold wha
 
 - A change committed in session A (a key retired or created, a token or subject revoked) is seen by
   a warm session B at its very next statement, on the kid path and the kid-less path alike.
-- Inside one transaction a verification sees the transaction's own earlier writes (a stored or
-  revoked token, a new key), and a rolled-back key leaves nothing behind in the cache.
+- Inside one transaction a verification sees the transaction's own writes of earlier statements (a
+  stored or revoked token, a new key), not those of its own statement (it is STABLE), and a
+  rolled-back key leaves nothing behind in the cache.
 - DROP/CREATE EXTENSION, VACUUM FULL, CLUSTER, REINDEX (also CONCURRENTLY, which gives the index a
   new OID) and TRUNCATE in another session never leave a warm backend reading a stale relation.
 - The three functions are SECURITY INVOKER without a per-call search_path, still executable only by
@@ -192,21 +193,33 @@ def test_own_writes_in_one_transaction(ts, db):
     assert got == ["not_stored", "true", "revoked"]
 
 
-def test_own_writes_earlier_in_the_same_statement(ts, db):
-    """A verify nested in the statement that wrote the row sees it, as a query in a volatile
-    function would: the writes were made under later command ids than the statement's snapshot."""
+def test_a_verify_nested_in_a_writing_statement_reads_its_snapshot(ts, db):
+    """jwt_verify, jwt_valid and jwt_introspect are STABLE and read under the statement's snapshot,
+    like any STABLE function (and a SELECT in the same statement): a row written by the statement
+    itself (a token issued, a revocation) is not seen there, and is seen by the next statement."""
     a = ts.connect(db)
     ts.create_key(a, "rp-nest", "HS256")
     def claims(sub):  # each token its own (ts.claims carries a jti)
         return psycopg.types.json.Jsonb(ts.claims(sub=sub))
 
-    assert ts.one(a, "SELECT token_store.jwt_valid(token_store.jwt_issue(%s, '1 minute', 'rp-nest'))",
-                  (claims("rp-nest-1"),)) is True
-    assert ts.one(a, "SELECT token_store.jwt_verify(token_store.jwt_issue(%s, '1 minute', 'rp-nest')) ->> 'sub'",
-                  (claims("rp-nest"),)) == "rp-nest"
+    token, valid = ts.one(a, "SELECT t, token_store.jwt_valid(t) "
+                             "FROM (SELECT token_store.jwt_issue(%s, '1 minute', 'rp-nest') t OFFSET 0) s",
+                          (claims("rp-nest-1"),))
+    assert valid is False
+    assert ts.one(a, "SELECT token_store.jwt_introspect(%s) ->> 'reason'", (token,)) is None
+    assert ts.valid(a, token) is True
+    with ts.expect_error("28000", "token rejected: not_stored"):
+        ts.one(a, "SELECT token_store.jwt_verify(token_store.jwt_issue(%s, '1 minute', 'rp-nest')) ->> 'sub'",
+               (claims("rp-nest"),))
     token = ts.issue(a, ts.claims(sub="rp-nest-2"), kid="rp-nest")
-    assert ts.one(a, "SELECT token_store.jwt_introspect(%s) ->> 'reason' "
-                     "FROM (SELECT token_store.jwt_revoke(%s)) r", (token, token)) == "revoked"
+    assert ts.one(a, "SELECT token_store.jwt_introspect(%s) ->> 'active' "
+                     "FROM (SELECT token_store.jwt_revoke(%s)) r", (token, token)) == "true"
+    assert ts.one(a, "SELECT token_store.jwt_introspect(%s) ->> 'reason'", (token,)) == "revoked"
+    # UPDATE ... SET x = jwt_valid(...): no command-counter bump inside the outer UPDATE
+    a.execute("CREATE TEMP TABLE rp_nest_t (tok text, ok boolean)")
+    a.execute("INSERT INTO rp_nest_t VALUES (%s, NULL), ('garbage', NULL)", (ts.issue(a, ts.claims(sub="rp-n3"), kid="rp-nest"),))
+    a.execute("UPDATE rp_nest_t SET ok = token_store.jwt_valid(tok)")
+    assert ts.rows(a, "SELECT tok = 'garbage', ok FROM rp_nest_t ORDER BY 1") == [(False, True), (True, False)]
 
 
 def test_key_made_in_transaction_verifies_there_and_vanishes_on_rollback(ts, db):

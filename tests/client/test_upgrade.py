@@ -91,6 +91,13 @@ SELECT 'trigger ' || pg_catalog.pg_get_triggerdef(t.oid)
   FROM members m JOIN pg_catalog.pg_trigger t ON m.classid = 'pg_catalog.pg_class'::regclass
    AND t.tgrelid = m.objid AND NOT t.tgisinternal
 UNION ALL
+SELECT format('trigger %s enabled=%s', t.tgname, t.tgenabled)
+  FROM members m JOIN pg_catalog.pg_trigger t ON m.classid = 'pg_catalog.pg_class'::regclass
+   AND t.tgrelid = m.objid AND NOT t.tgisinternal
+UNION ALL
+SELECT format('function %s volatile=%s parallel=%s', p.oid::pg_catalog.regprocedure, p.provolatile, p.proparallel)
+  FROM members m JOIN pg_catalog.pg_proc p ON m.classid = 'pg_catalog.pg_proc'::regclass AND p.oid = m.objid
+UNION ALL
 SELECT format('view %s: %s', c.relname, pg_catalog.pg_get_viewdef(c.oid))
   FROM members m JOIN pg_catalog.pg_class c ON m.classid = 'pg_catalog.pg_class'::regclass AND c.oid = m.objid
  WHERE c.relkind = 'v'
