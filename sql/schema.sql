@@ -21,7 +21,8 @@ BEGIN
                   DETAIL = 'Its owner could rename it after the install and put a look-alike schema in its place, whose functions the extension''s callers would then run.',
                   HINT = 'Drop the schema (or rename it), then run CREATE EXTENSION token_store again; it makes its own schema.';
     END IF;
-    SELECT pg_catalog.pg_get_userbyid(a.grantee) INTO creator
+    SELECT CASE WHEN a.grantee OPERATOR(pg_catalog.=) 0 THEN 'public' ELSE pg_catalog.pg_get_userbyid(a.grantee) END
+      INTO creator
       FROM pg_catalog.aclexplode(acl) a
      WHERE a.privilege_type OPERATOR(pg_catalog.=) 'CREATE' AND a.grantee OPERATOR(pg_catalog.<>) owner
        AND NOT COALESCE((SELECT r.rolsuper FROM pg_catalog.pg_roles r
@@ -29,7 +30,7 @@ BEGIN
      LIMIT 1;
     IF FOUND THEN
         RAISE EXCEPTION 'schema "token_store" already exists and role "%" may create objects in it',
-                COALESCE(creator, 'public')
+                creator
             USING ERRCODE = '55000',
                   DETAIL = 'A role that may create objects in the extension''s schema can put functions and operators beside the extension''s.',
                   HINT = 'Drop the schema, then run CREATE EXTENSION token_store again; it makes its own schema.';

@@ -31,7 +31,7 @@ fn purge_expired(
     step: Option<&str>,
     max_rows: Option<i64>,
     resume_from: default!(Option<f64>, "NULL"),
-) -> TableIterator<'static, (name!(deleted, i64), name!(resume_from, Option<f64>))> {
+) -> TableIterator<'static, (name!(deleted, i64), name!(next_from, Option<f64>))> {
     // NULL in, no row out, as a STRICT function would
     let (Some(step), Some(max_rows)) = (step, max_rows) else {
         return TableIterator::empty();

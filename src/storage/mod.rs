@@ -457,7 +457,7 @@ pub fn configured_leeways() -> TsResult<Vec<String>> {
 /// SECURITY DEFINER function that deletes only what has expired (the purge role holds EXECUTE
 /// on it and no privilege on the tables). Schema-qualified like the purge statements.
 pub fn purge_expired(step: &str, limit: i64, from: Option<f64>) -> TsResult<(u64, Option<f64>)> {
-    const SQL: &str = "SELECT deleted, resume_from FROM token_store.purge_expired($1, $2, $3)";
+    const SQL: &str = "SELECT deleted, next_from FROM token_store.purge_expired($1, $2, $3)";
     write(
         SQL,
         &[T::TEXTOID, T::INT8OID, T::FLOAT8OID],
