@@ -304,8 +304,13 @@ pub fn init(preloading: bool) {
 
 impl Setting {
     fn define(&'static self) {
-        let (name, short, long, context, flags) =
-            (self.name, self.short, self.long, self.context.pg(), self.flags);
+        let (name, short, long, context, flags) = (
+            self.name,
+            self.short,
+            self.long,
+            self.context.pg(),
+            self.flags,
+        );
         match self.kind {
             Kind::Bool(setting) => {
                 GucRegistry::define_bool_guc(name, short, long, setting, context, flags)

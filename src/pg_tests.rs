@@ -717,7 +717,11 @@ mod tests {
             one::<i64>("SELECT purged_total FROM token_store.stats"),
             one::<i64>("SELECT last_purge_rows FROM token_store.stats"),
         );
-        assert_eq!(total.unwrap() - before, 2 + 3 + 1, "purged_total counts this test's purges");
+        assert_eq!(
+            total.unwrap() - before,
+            2 + 3 + 1,
+            "purged_total counts this test's purges"
+        );
         assert_eq!(rows, Some(1));
         // subject revocations outlive their tokens by token_store.subject_revocation_ttl (30 days)
         run("INSERT INTO token_store.subject_revocations (subject, revoked_before) \

@@ -897,14 +897,20 @@ mod id_claim_length_tests {
 
     fn payload(name: &str, len: usize) -> Map<String, Value> {
         let mut m = Map::new();
-        m.insert(name.into(), Value::from("é".repeat(len / 2) + &"x".repeat(len % 2)));
+        m.insert(
+            name.into(),
+            Value::from("é".repeat(len / 2) + &"x".repeat(len % 2)),
+        );
         m
     }
 
     #[test]
     fn each_id_claim_is_bounded_in_bytes() {
         for name in ["sub", "iss", "jti", "sid"] {
-            assert_eq!(check_id_claim_lengths(&payload(name, MAX_ID_CLAIM_BYTES)), Ok(()));
+            assert_eq!(
+                check_id_claim_lengths(&payload(name, MAX_ID_CLAIM_BYTES)),
+                Ok(())
+            );
             let err = check_id_claim_lengths(&payload(name, MAX_ID_CLAIM_BYTES + 1)).unwrap_err();
             assert_eq!(err, format!("{name} is 1025 bytes, longer than 1024"));
         }
