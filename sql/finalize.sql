@@ -150,6 +150,6 @@ GRANT SELECT (id, subject, generation, created_at, refreshed_at, expires_at, acc
 GRANT USAGE ON SCHEMA token_store TO token_store_purge;
 GRANT EXECUTE ON FUNCTION token_store.purge_expired(text, bigint, double precision) TO token_store_purge;
 COMMENT ON FUNCTION token_store.purge_expired(text, bigint, double precision) IS
-    'token_store: one step of the purge (tokens, sessions or subject_revocations): delete up to max_rows rows past their end, nothing else';
+    'token_store: one purge step (tokens, sessions, subject_revocations): delete up to max_rows rows past their end';
 COMMENT ON ROLE token_store_purge IS
     'token_store: the role the purge worker acts as (NOLOGIN, granted to nobody): it can only call purge_expired';

@@ -21,6 +21,6 @@ REVOKE ALL ON token_store.tokens, token_store.subject_revocations, token_store.s
     token_store.refresh_tokens FROM token_store_purge;
 GRANT EXECUTE ON FUNCTION token_store.purge_expired(text, bigint, double precision) TO token_store_purge;
 COMMENT ON FUNCTION token_store.purge_expired(text, bigint, double precision) IS
-    'token_store: one step of the purge (tokens, sessions or subject_revocations): delete up to max_rows rows past their end, nothing else';
+    'token_store: one purge step (tokens, sessions, subject_revocations): delete up to max_rows rows past their end';
 COMMENT ON ROLE token_store_purge IS
     'token_store: the role the purge worker acts as (NOLOGIN, granted to nobody): it can only call purge_expired';

@@ -15,9 +15,9 @@
 //! could stop or slow it (see `PINNED`) before any SQL, at a level no database or role setting
 //! overrides, and does every transaction of a round as the NOLOGIN role `token_store_purge` in a
 //! restricted security context. That role can do nothing but call `token_store.purge_expired`,
-//! which deletes only what has expired; the worker refuses it while it can log in or has members. The owner of a purged
-//! database can set its `search_path` and create functions and operators: none of them may ever
-//! run with the worker's privileges. A database where that role is missing or lacks its grants is
+//! which deletes only what has expired; the worker refuses it while it can log in or has members.
+//! The owner of a purged database can set its `search_path` and create functions and operators:
+//! none of them may ever run with the worker's privileges. A database where that role is missing or lacks its grants is
 //! said once in the log and waited on, like one without the extension.
 //!
 //! Each purge worker holds its database's slot (its position in the list) in shared memory: its
