@@ -442,15 +442,30 @@ mod tests {
             SECRET,
         );
         assert_eq!(reason(&no_iat), "subject_revoked");
+        // the revocation a minute ago: it covers iat up to its time plus the 30 s leeway
+        run(
+            "UPDATE token_store.subject_revocations SET revoked_before = now() - interval '60 s' \
+             WHERE subject = 'sr'",
+        );
+        let within = forge(
+            json!({"alg": "HS256", "kid": "k1"}),
+            json!({"exp": exp, "sub": "sr", "iat": now() - 45}),
+            SECRET,
+        );
+        assert_eq!(
+            reason(&within),
+            "subject_revoked",
+            "a signer's clock ahead by up to the leeway is covered"
+        );
         let later = forge(
             json!({"alg": "HS256", "kid": "k1"}),
-            json!({"exp": exp, "sub": "sr", "iat": now() + 2}),
+            json!({"exp": exp, "sub": "sr", "iat": now() - 10}),
             SECRET,
         );
         assert_eq!(
             reason(&later),
             "active",
-            "a token issued after the revocation is accepted"
+            "a token issued after the revocation and the leeway is accepted"
         );
         let s = one::<JsonB>("SELECT token_store.session_start('{\"sub\": \"se\"}')")
             .unwrap()
