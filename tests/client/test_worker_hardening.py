@@ -409,9 +409,9 @@ def test_database_owner_settings_do_not_stop_the_worker(ts, cl):
         own.execute(f"ALTER DATABASE {DB} SET {k} = '{v}'")
     try:
         old = ts.wait_for(lambda: worker_pid(ts, cl), 30, "the purge worker")
-        offset = cl.log_size()
         assert ts.one(cl.connect(), "SELECT pg_terminate_backend(%s)", (old,)) is True
         ts.wait_for(lambda: (p := worker_pid(ts, cl)) and p != old, 30, "the worker to come back")
+        offset = cl.log_size()  # from the new worker's start on
         conn = cl.connect(DB, options=opts)
         assert ts.one(conn, "SHOW default_transaction_read_only") == "off"
         # a table lock held for 3 s while 1-second tokens expire: the worker waits for it
