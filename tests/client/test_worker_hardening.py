@@ -407,10 +407,17 @@ def test_database_owner_settings_do_not_stop_the_worker(ts, cl):
     own = owner(cl)
     for k, v in settings.items():
         own.execute(f"ALTER DATABASE {DB} SET {k} = '{v}'")
+    mon = cl.connect()  # one connection for the polling (a failing worker comes back slowly)
+
+    def pid():
+        rows = ts.rows(mon, "SELECT pid FROM pg_stat_activity WHERE backend_type = 'token_store purge' "
+                            "AND datname = %s", (DB,))
+        return rows[0][0] if len(rows) == 1 else None
+
     try:
-        old = ts.wait_for(lambda: worker_pid(ts, cl), 30, "the purge worker")
-        assert ts.one(cl.connect(), "SELECT pg_terminate_backend(%s)", (old,)) is True
-        ts.wait_for(lambda: (p := worker_pid(ts, cl)) and p != old, 30, "the worker to come back")
+        old = ts.wait_for(pid, 30, "the purge worker")
+        assert ts.one(mon, "SELECT pg_terminate_backend(%s)", (old,)) is True
+        ts.wait_for(lambda: (p := pid()) and p != old, 30, "the worker to come back", interval=0.5)
         offset = cl.log_size()  # from the new worker's start on
         conn = cl.connect(DB, options=opts)
         assert ts.one(conn, "SHOW default_transaction_read_only") == "off"
@@ -437,8 +444,8 @@ def test_database_owner_settings_do_not_stop_the_worker(ts, cl):
     finally:
         own.execute(f"ALTER DATABASE {DB} RESET ALL")
         own.execute(f"ALTER DATABASE {DB} SET search_path = public, pg_catalog")
-        pid = worker_pid(ts, cl)
-        if pid:
-            cl.connect().execute("SELECT pg_terminate_backend(%s)", (pid,))
-        ts.wait_for(lambda: (p := worker_pid(ts, cl)) and p != pid, 30, "the worker to come back")
+        last = pid()
+        if last:
+            mon.execute("SELECT pg_terminate_backend(%s)", (last,))
+        ts.wait_for(lambda: (p := pid()) and p != last, 60, "the worker to come back", interval=0.5)
     assert_not_escalated(ts, cl)
