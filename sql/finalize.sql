@@ -59,8 +59,38 @@ COMMENT ON FUNCTION token_store.session_end_subject(text, uuid, text) IS
 COMMENT ON FUNCTION token_store.sessions(text) IS
     'token_store: the live sessions of a subject, newest first, with their metadata';
 
+-- The three roles are made here where absent. One that exists already is taken only if it is a
+-- plain NOLOGIN role that no other role administers (a role left by an earlier install of
+-- token_store, in this database or another, is one); token_store_purge also has no member at all.
+-- Otherwise whoever made it could log in as it, or hand it out, and use what is granted below.
 DO $roles$
+DECLARE
+    r record;
+    boss text;
 BEGIN
+    FOR r IN SELECT a.oid, a.rolname, a.rolcanlogin OR a.rolsuper OR a.rolcreaterole OR a.rolcreatedb
+                    OR a.rolreplication OR a.rolbypassrls AS powerful
+               FROM pg_catalog.pg_roles a
+              WHERE a.rolname OPERATOR(pg_catalog.=) ANY (ARRAY['token_store_app', 'token_store_admin', 'token_store_purge'])
+    LOOP
+        IF r.powerful THEN
+            RAISE EXCEPTION 'role "%" already exists and can log in or holds role attributes', r.rolname
+                USING ERRCODE = '55000',
+                      DETAIL = 'token_store takes an existing role of that name only if it is NOLOGIN, not a superuser and without CREATEROLE, CREATEDB, REPLICATION or BYPASSRLS.',
+                      HINT = 'Drop the role, or make it a plain NOLOGIN role (ALTER ROLE ... NOLOGIN NOCREATEROLE ...), then run CREATE EXTENSION token_store again.';
+        END IF;
+        SELECT pg_catalog.pg_get_userbyid(m.member) INTO boss
+          FROM pg_catalog.pg_auth_members m JOIN pg_catalog.pg_roles b ON b.oid OPERATOR(pg_catalog.=) m.member
+         WHERE m.roleid OPERATOR(pg_catalog.=) r.oid
+           AND (m.admin_option AND NOT b.rolsuper OR r.rolname OPERATOR(pg_catalog.=) 'token_store_purge')
+         LIMIT 1;
+        IF FOUND THEN
+            RAISE EXCEPTION 'role "%" already exists and role "%" is a member or administrator of it', r.rolname, boss
+                USING ERRCODE = '55000',
+                      DETAIL = 'token_store_purge must be granted to nobody, and no role but a superuser may administer token_store_app or token_store_admin (WITH ADMIN OPTION).',
+                      HINT = 'Revoke the role from that member (or drop the role), then run CREATE EXTENSION token_store again.';
+        END IF;
+    END LOOP;
     IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = 'token_store_app') THEN
         CREATE ROLE token_store_app NOLOGIN;
     END IF;
@@ -115,13 +145,13 @@ GRANT SELECT (id, subject, generation, created_at, refreshed_at, expires_at, acc
     ON token_store.sessions TO token_store_admin;
 
 -- The purge worker connects as the bootstrap superuser (a PostgreSQL 15 background worker cannot
--- log in as a NOLOGIN role) and does its purging as token_store_purge: it reads and deletes expired
--- rows; SELECT ... FOR UPDATE SKIP LOCKED needs UPDATE on one column, the least useful one.
--- token_store_purge is granted to nobody.
+-- log in as a NOLOGIN role) and does its purging as token_store_purge, which can do nothing but
+-- call purge_expired: a SECURITY DEFINER function that deletes only rows past their end (by the
+-- server's settings, not the caller's). It holds no privilege on the tables, so even logged in it
+-- cannot un-revoke a token. token_store_purge is granted to nobody.
 GRANT USAGE ON SCHEMA token_store TO token_store_purge;
-GRANT SELECT, DELETE ON token_store.tokens, token_store.subject_revocations, token_store.sessions,
-    token_store.refresh_tokens TO token_store_purge;
-GRANT UPDATE (created_at) ON token_store.tokens, token_store.subject_revocations, token_store.sessions
-    TO token_store_purge;
+GRANT EXECUTE ON FUNCTION token_store.purge_expired(text, bigint, double precision) TO token_store_purge;
+COMMENT ON FUNCTION token_store.purge_expired(text, bigint, double precision) IS
+    'token_store: one purge step (tokens, sessions, subject_revocations): delete up to max_rows rows past their end';
 COMMENT ON ROLE token_store_purge IS
-    'token_store: the role the purge worker acts as (NOLOGIN, granted to nobody): it reads and deletes expired rows';
+    'token_store: the role the purge worker acts as (NOLOGIN, granted to nobody): it can only call purge_expired';

@@ -1,5 +1,64 @@
 -- Tables, indexes and views of token_store. Loaded first by extension_sql_file!(bootstrap).
 
+-- CREATE EXTENSION makes schema token_store (owned by the installing superuser) unless one exists,
+-- and then installs into whatever has that name. A schema its owner can rename is one a look-alike
+-- can replace: refuse a schema owned by a role that is not a superuser, one others may create
+-- objects in, and one that holds anything at all (nothing of ours is in it yet).
+DO $schema$
+DECLARE
+    nsp        oid;
+    owner      oid;
+    acl        pg_catalog.aclitem[];
+    creator    text;
+    strangers  bigint;
+BEGIN
+    SELECT ns.oid, ns.nspowner, ns.nspacl INTO nsp, owner, acl
+      FROM pg_catalog.pg_namespace ns WHERE ns.nspname OPERATOR(pg_catalog.=) 'token_store';
+    IF NOT (SELECT r.rolsuper FROM pg_catalog.pg_roles r WHERE r.oid OPERATOR(pg_catalog.=) owner) THEN
+        RAISE EXCEPTION 'schema "token_store" already exists and is owned by role "%", which is not a superuser',
+                pg_catalog.pg_get_userbyid(owner)
+            USING ERRCODE = '55000',
+                  DETAIL = 'Its owner could rename it after the install and put a look-alike schema in its place, whose functions the extension''s callers would then run.',
+                  HINT = 'Drop the schema (or rename it), then run CREATE EXTENSION token_store again; it makes its own schema.';
+    END IF;
+    SELECT CASE WHEN a.grantee OPERATOR(pg_catalog.=) 0 THEN 'public' ELSE pg_catalog.pg_get_userbyid(a.grantee) END
+      INTO creator
+      FROM pg_catalog.aclexplode(acl) a
+     WHERE a.privilege_type OPERATOR(pg_catalog.=) 'CREATE' AND a.grantee OPERATOR(pg_catalog.<>) owner
+       AND NOT COALESCE((SELECT r.rolsuper FROM pg_catalog.pg_roles r
+                          WHERE r.oid OPERATOR(pg_catalog.=) a.grantee), false)
+     LIMIT 1;
+    IF FOUND THEN
+        RAISE EXCEPTION 'schema "token_store" already exists and role "%" may create objects in it',
+                creator
+            USING ERRCODE = '55000',
+                  DETAIL = 'A role that may create objects in the extension''s schema can put functions and operators beside the extension''s.',
+                  HINT = 'Drop the schema, then run CREATE EXTENSION token_store again; it makes its own schema.';
+    END IF;
+    SELECT (SELECT pg_catalog.count(*) FROM pg_catalog.pg_class WHERE relnamespace OPERATOR(pg_catalog.=) nsp)
+         + (SELECT pg_catalog.count(*) FROM pg_catalog.pg_proc WHERE pronamespace OPERATOR(pg_catalog.=) nsp)
+         + (SELECT pg_catalog.count(*) FROM pg_catalog.pg_type WHERE typnamespace OPERATOR(pg_catalog.=) nsp)
+         + (SELECT pg_catalog.count(*) FROM pg_catalog.pg_operator WHERE oprnamespace OPERATOR(pg_catalog.=) nsp)
+         + (SELECT pg_catalog.count(*) FROM pg_catalog.pg_collation WHERE collnamespace OPERATOR(pg_catalog.=) nsp)
+         + (SELECT pg_catalog.count(*) FROM pg_catalog.pg_conversion WHERE connamespace OPERATOR(pg_catalog.=) nsp)
+         + (SELECT pg_catalog.count(*) FROM pg_catalog.pg_opfamily WHERE opfnamespace OPERATOR(pg_catalog.=) nsp)
+         + (SELECT pg_catalog.count(*) FROM pg_catalog.pg_ts_config WHERE cfgnamespace OPERATOR(pg_catalog.=) nsp)
+         + (SELECT pg_catalog.count(*) FROM pg_catalog.pg_ts_dict WHERE dictnamespace OPERATOR(pg_catalog.=) nsp)
+         + (SELECT pg_catalog.count(*) FROM pg_catalog.pg_ts_parser WHERE prsnamespace OPERATOR(pg_catalog.=) nsp)
+         + (SELECT pg_catalog.count(*) FROM pg_catalog.pg_ts_template WHERE tmplnamespace OPERATOR(pg_catalog.=) nsp)
+         + (SELECT pg_catalog.count(*) FROM pg_catalog.pg_statistic_ext WHERE stxnamespace OPERATOR(pg_catalog.=) nsp)
+         + (SELECT pg_catalog.count(*) FROM pg_catalog.pg_extension WHERE extnamespace OPERATOR(pg_catalog.=) nsp
+                                                                 AND extname OPERATOR(pg_catalog.<>) 'token_store')
+      INTO strangers;
+    IF strangers OPERATOR(pg_catalog.>) 0 THEN
+        RAISE EXCEPTION 'schema "token_store" already exists and holds % objects that are not token_store''s', strangers
+            USING ERRCODE = '55000',
+                  DETAIL = 'token_store installs only into a schema of its own.',
+                  HINT = 'Move those objects elsewhere or drop the schema, then run CREATE EXTENSION token_store again.';
+    END IF;
+END
+$schema$;
+
 -- One row per stored or revoked token. The raw token is never stored: only its SHA-256.
 CREATE TABLE token_store.tokens (
     id              uuid        PRIMARY KEY,

@@ -52,188 +52,332 @@ pub static SESSION_MAX_LIFETIME: GucSetting<i32> = GucSetting::<i32>::new(0);
 
 const SECRET: GucFlags = GucFlags::SUPERUSER_ONLY.union(GucFlags::NO_SHOW_ALL);
 
+/// What kind of setting a row of [`SETTINGS`] defines, with its kind's own fields.
+enum Kind {
+    Bool(&'static GucSetting<bool>),
+    Int {
+        setting: &'static GucSetting<i32>,
+        min: i32,
+        max: i32,
+    },
+    Str(&'static GucSetting<Option<CString>>),
+    /// A string whose hooks keep its value out of sight (the key settings).
+    HiddenStr {
+        setting: &'static GucSetting<Option<CString>>,
+        check: pg_sys::GucStringCheckHook,
+        assign: pg_sys::GucStringAssignHook,
+        show: pg_sys::GucShowHook,
+    },
+}
+
+/// One setting: a row of [`SETTINGS`].
+struct Setting {
+    name: &'static CStr,
+    short: &'static CStr,
+    long: &'static CStr,
+    context: Ctx,
+    flags: GucFlags,
+    kind: Kind,
+}
+
+/// The contexts our settings use (pgrx's `GucContext` is not `Copy`).
+#[derive(Clone, Copy, PartialEq)]
+enum Ctx {
+    Postmaster,
+    Sighup,
+    Suset,
+}
+
+impl Ctx {
+    fn pg(self) -> GucContext {
+        match self {
+            Ctx::Postmaster => GucContext::Postmaster,
+            Ctx::Sighup => GucContext::Sighup,
+            Ctx::Suset => GucContext::Suset,
+        }
+    }
+}
+
+const NONE: GucFlags = GucFlags::empty();
+
+/// Every `token_store.*` setting, in the order they are registered. Adding one is adding a row
+/// (and its `static` above).
+static SETTINGS: &[Setting] = &[
+    Setting {
+        name: c"token_store.encryption_key",
+        short: c"AES-256-GCM key for stored payloads and key material (base64 or hex of 32 bytes).",
+        long: c"Superuser-only and hidden; never printed.",
+        context: Ctx::Sighup,
+        flags: SECRET,
+        kind: Kind::HiddenStr {
+            setting: &ENCRYPTION_KEY,
+            check: Some(check_encryption_key),
+            assign: Some(assign_encryption_key),
+            show: Some(show_encryption_key),
+        },
+    },
+    Setting {
+        name: c"token_store.previous_encryption_keys",
+        short: c"Comma-separated older encryption keys, still accepted for decryption.",
+        long: c"Superuser-only and hidden; never printed.",
+        context: Ctx::Sighup,
+        flags: SECRET,
+        kind: Kind::HiddenStr {
+            setting: &PREVIOUS_ENCRYPTION_KEYS,
+            check: Some(check_previous_keys),
+            assign: Some(assign_previous_keys),
+            show: Some(show_previous_keys),
+        },
+    },
+    Setting {
+        name: c"token_store.encryption_key_file",
+        short: c"Path of a file (mode 0600) holding the encryption key.",
+        long: c"Used when token_store.encryption_key is not set.",
+        context: Ctx::Sighup,
+        flags: GucFlags::SUPERUSER_ONLY,
+        kind: Kind::Str(&ENCRYPTION_KEY_FILE),
+    },
+    // A postmaster setting defined after startup ends the session (FATAL): registered only while
+    // preloading (see `init`).
+    Setting {
+        name: c"token_store.databases",
+        short: c"Comma-separated databases in which the purge worker runs.",
+        long: c"One worker per database; needs shared_preload_libraries = 'token_store'.",
+        context: Ctx::Postmaster,
+        flags: NONE,
+        kind: Kind::Str(&DATABASES),
+    },
+    Setting {
+        name: c"token_store.purge_interval",
+        short: c"Time between purge rounds; 0 turns purging off.",
+        long: c"",
+        context: Ctx::Sighup,
+        flags: GucFlags::UNIT_S,
+        kind: Kind::Int {
+            setting: &PURGE_INTERVAL,
+            min: 0,
+            max: i32::MAX,
+        },
+    },
+    Setting {
+        name: c"token_store.purge_batch_size",
+        short: c"Rows deleted per purge transaction.",
+        long: c"",
+        context: Ctx::Sighup,
+        flags: NONE,
+        kind: Kind::Int {
+            setting: &PURGE_BATCH_SIZE,
+            min: 1,
+            max: i32::MAX,
+        },
+    },
+    Setting {
+        name: c"token_store.purge_grace",
+        short: c"How long a row outlives its exp before it is purged.",
+        long: c"",
+        context: Ctx::Sighup,
+        flags: GucFlags::UNIT_S,
+        kind: Kind::Int {
+            setting: &PURGE_GRACE,
+            min: 0,
+            max: i32::MAX,
+        },
+    },
+    Setting {
+        name: c"token_store.subject_revocation_ttl",
+        short: c"How long a subject revocation is kept by the purge; 0 keeps it forever.",
+        long: c"Set it to at least the lifetime of the longest-lived tokens you accept.",
+        context: Ctx::Sighup,
+        flags: GucFlags::UNIT_S,
+        kind: Kind::Int {
+            setting: &SUBJECT_REVOCATION_TTL,
+            min: 0,
+            max: i32::MAX,
+        },
+    },
+    Setting {
+        name: c"token_store.leeway",
+        short: c"Clock skew allowed for exp, nbf and iat.",
+        long: c"",
+        context: Ctx::Suset,
+        flags: GucFlags::UNIT_S,
+        kind: Kind::Int {
+            setting: &LEEWAY,
+            min: 0,
+            max: MAX_LEEWAY,
+        },
+    },
+    Setting {
+        name: c"token_store.require_stored",
+        short: c"on: a token verifies only if it is stored; off: any correctly signed token verifies unless revoked.",
+        long: c"",
+        context: Ctx::Suset,
+        flags: NONE,
+        kind: Kind::Bool(&REQUIRE_STORED),
+    },
+    Setting {
+        name: c"token_store.audience",
+        short: c"Default aud that every verification demands when set.",
+        long: c"",
+        context: Ctx::Suset,
+        flags: NONE,
+        kind: Kind::Str(&AUDIENCE),
+    },
+    Setting {
+        name: c"token_store.issuer",
+        short: c"Default iss that every verification demands when set.",
+        long: c"",
+        context: Ctx::Suset,
+        flags: NONE,
+        kind: Kind::Str(&ISSUER),
+    },
+    Setting {
+        name: c"token_store.synchronous_revocation",
+        short: c"Revocations wait at commit until every synchronous standby has applied them.",
+        long: c"Raises synchronous_commit to remote_apply for each transaction that revokes.",
+        context: Ctx::Suset,
+        flags: NONE,
+        kind: Kind::Bool(&SYNCHRONOUS_REVOCATION),
+    },
+    Setting {
+        name: c"token_store.refresh_reuse_interval",
+        short: c"How long after its first use a refresh token used again still gets a new pair of its session.",
+        long: c"Beyond it, a second use ends the session (refresh_reused).",
+        context: Ctx::Suset,
+        flags: GucFlags::UNIT_S,
+        kind: Kind::Int {
+            setting: &REFRESH_REUSE_INTERVAL,
+            min: 0,
+            max: i32::MAX,
+        },
+    },
+    Setting {
+        name: c"token_store.session_idle_timeout",
+        short: c"A session not refreshed within this time ends at its next refresh (session_idle); 0: none.",
+        long: c"",
+        context: Ctx::Suset,
+        flags: GucFlags::UNIT_S,
+        kind: Kind::Int {
+            setting: &SESSION_IDLE_TIMEOUT,
+            min: 0,
+            max: i32::MAX,
+        },
+    },
+    Setting {
+        name: c"token_store.session_max_lifetime",
+        short: c"A session older than this ends at its next refresh (session_expired); 0: none.",
+        long: c"",
+        context: Ctx::Suset,
+        flags: GucFlags::UNIT_S,
+        kind: Kind::Int {
+            setting: &SESSION_MAX_LIFETIME,
+            min: 0,
+            max: i32::MAX,
+        },
+    },
+    Setting {
+        name: c"token_store.max_token_bytes",
+        short: c"Longer token input is rejected before any parsing.",
+        long: c"",
+        context: Ctx::Suset,
+        flags: GucFlags::UNIT_BYTE,
+        kind: Kind::Int {
+            setting: &MAX_TOKEN_BYTES,
+            min: 16,
+            max: 64 * 1024 * 1024,
+        },
+    },
+];
+
 /// Register every setting. Called once from `_PG_init`; `preloading` is true when the library is
 /// loaded through `shared_preload_libraries`, the only time a postmaster setting may be defined.
 pub fn init(preloading: bool) {
-    // SAFETY: the hooks are `#[pg_guard]`ed and follow the GUC hook contracts (see check_keys).
-    unsafe {
-        GucRegistry::define_string_guc_with_hooks(
-            c"token_store.encryption_key",
-            c"AES-256-GCM key for stored payloads and key material (base64 or hex of 32 bytes).",
-            c"Superuser-only and hidden; never printed.",
-            &ENCRYPTION_KEY,
-            GucContext::Sighup,
-            SECRET,
-            Some(check_encryption_key),
-            Some(assign_encryption_key),
-            Some(show_encryption_key),
-        );
-        GucRegistry::define_string_guc_with_hooks(
-            c"token_store.previous_encryption_keys",
-            c"Comma-separated older encryption keys, still accepted for decryption.",
-            c"Superuser-only and hidden; never printed.",
-            &PREVIOUS_ENCRYPTION_KEYS,
-            GucContext::Sighup,
-            SECRET,
-            Some(check_previous_keys),
-            Some(assign_previous_keys),
-            Some(show_previous_keys),
-        );
+    PRELOADED.store(preloading, std::sync::atomic::Ordering::Relaxed);
+    for s in SETTINGS {
+        // without preloading there is no worker to configure: the value stays a placeholder
+        if s.context == Ctx::Postmaster && !preloading {
+            continue;
+        }
+        s.define();
     }
-    GucRegistry::define_string_guc(
-        c"token_store.encryption_key_file",
-        c"Path of a file (mode 0600) holding the encryption key.",
-        c"Used when token_store.encryption_key is not set.",
-        &ENCRYPTION_KEY_FILE,
-        GucContext::Sighup,
-        GucFlags::SUPERUSER_ONLY,
-    );
-    // A postmaster setting defined after startup ends the session (FATAL); without preloading
-    // there is no worker to configure anyway, and the value stays a plain placeholder.
-    if preloading {
-        GucRegistry::define_string_guc(
-            c"token_store.databases",
-            c"Comma-separated databases in which the purge worker runs.",
-            c"One worker per database; needs shared_preload_libraries = 'token_store'.",
-            &DATABASES,
-            GucContext::Postmaster,
-            GucFlags::default(),
-        );
-    }
-    GucRegistry::define_int_guc(
-        c"token_store.purge_interval",
-        c"Time between purge rounds; 0 turns purging off.",
-        c"",
-        &PURGE_INTERVAL,
-        0,
-        i32::MAX,
-        GucContext::Sighup,
-        GucFlags::UNIT_S,
-    );
-    GucRegistry::define_int_guc(
-        c"token_store.purge_batch_size",
-        c"Rows deleted per purge transaction.",
-        c"",
-        &PURGE_BATCH_SIZE,
-        1,
-        i32::MAX,
-        GucContext::Sighup,
-        GucFlags::default(),
-    );
-    GucRegistry::define_int_guc(
-        c"token_store.purge_grace",
-        c"How long a row outlives its exp before it is purged.",
-        c"",
-        &PURGE_GRACE,
-        0,
-        i32::MAX,
-        GucContext::Sighup,
-        GucFlags::UNIT_S,
-    );
-    GucRegistry::define_int_guc(
-        c"token_store.subject_revocation_ttl",
-        c"How long a subject revocation is kept by the purge; 0 keeps it forever.",
-        c"Set it to at least the lifetime of the longest-lived tokens you accept.",
-        &SUBJECT_REVOCATION_TTL,
-        0,
-        i32::MAX,
-        GucContext::Sighup,
-        GucFlags::UNIT_S,
-    );
-    GucRegistry::define_int_guc(
-        c"token_store.leeway",
-        c"Clock skew allowed for exp, nbf and iat.",
-        c"",
-        &LEEWAY,
-        0,
-        86_400,
-        GucContext::Suset,
-        GucFlags::UNIT_S,
-    );
-    GucRegistry::define_bool_guc(
-        c"token_store.require_stored",
-        c"on: a token verifies only if it is stored; off: any correctly signed token verifies unless revoked.",
-        c"",
-        &REQUIRE_STORED,
-        GucContext::Suset,
-        GucFlags::default(),
-    );
-    GucRegistry::define_string_guc(
-        c"token_store.audience",
-        c"Default aud that every verification demands when set.",
-        c"",
-        &AUDIENCE,
-        GucContext::Suset,
-        GucFlags::default(),
-    );
-    GucRegistry::define_string_guc(
-        c"token_store.issuer",
-        c"Default iss that every verification demands when set.",
-        c"",
-        &ISSUER,
-        GucContext::Suset,
-        GucFlags::default(),
-    );
-    GucRegistry::define_bool_guc(
-        c"token_store.synchronous_revocation",
-        c"Revocations wait at commit until every synchronous standby has applied them.",
-        c"Raises synchronous_commit to remote_apply for each transaction that revokes.",
-        &SYNCHRONOUS_REVOCATION,
-        GucContext::Suset,
-        GucFlags::default(),
-    );
-    GucRegistry::define_int_guc(
-        c"token_store.refresh_reuse_interval",
-        c"How long after its first use a refresh token used again still gets a new pair of its session.",
-        c"Beyond it, a second use ends the session (refresh_reused).",
-        &REFRESH_REUSE_INTERVAL,
-        0,
-        i32::MAX,
-        GucContext::Suset,
-        GucFlags::UNIT_S,
-    );
-    GucRegistry::define_int_guc(
-        c"token_store.session_idle_timeout",
-        c"A session not refreshed within this time ends at its next refresh (session_idle); 0: none.",
-        c"",
-        &SESSION_IDLE_TIMEOUT,
-        0,
-        i32::MAX,
-        GucContext::Suset,
-        GucFlags::UNIT_S,
-    );
-    GucRegistry::define_int_guc(
-        c"token_store.session_max_lifetime",
-        c"A session older than this ends at its next refresh (session_expired); 0: none.",
-        c"",
-        &SESSION_MAX_LIFETIME,
-        0,
-        i32::MAX,
-        GucContext::Suset,
-        GucFlags::UNIT_S,
-    );
-    GucRegistry::define_int_guc(
-        c"token_store.max_token_bytes",
-        c"Longer token input is rejected before any parsing.",
-        c"",
-        &MAX_TOKEN_BYTES,
-        16,
-        64 * 1024 * 1024,
-        GucContext::Suset,
-        GucFlags::UNIT_BYTE,
-    );
 }
 
-/// `(grace, revoked_grace)` in seconds for a purge: revoked rows also outlive the leeway.
-pub fn purge_graces() -> (f64, f64) {
-    let grace = PURGE_GRACE.get().max(0);
-    (f64::from(grace), f64::from(grace.max(LEEWAY.get())))
+impl Setting {
+    fn define(&'static self) {
+        let (name, short, long, context, flags) = (
+            self.name,
+            self.short,
+            self.long,
+            self.context.pg(),
+            self.flags,
+        );
+        match self.kind {
+            Kind::Bool(setting) => {
+                GucRegistry::define_bool_guc(name, short, long, setting, context, flags)
+            }
+            Kind::Int { setting, min, max } => {
+                GucRegistry::define_int_guc(name, short, long, setting, min, max, context, flags)
+            }
+            Kind::Str(setting) => {
+                GucRegistry::define_string_guc(name, short, long, setting, context, flags)
+            }
+            // SAFETY: the hooks are `#[pg_guard]`ed and follow the GUC hook contracts (see
+            // check_keys).
+            Kind::HiddenStr {
+                setting,
+                check,
+                assign,
+                show,
+            } => unsafe {
+                GucRegistry::define_string_guc_with_hooks(
+                    name, short, long, setting, context, flags, check, assign, show,
+                )
+            },
+        }
+    }
 }
 
-/// Age in seconds past which a subject revocation is purged, or `None` to keep them.
-pub fn subject_revocation_ttl() -> Option<f64> {
+/// Largest `token_store.leeway` accepted, in seconds.
+pub const MAX_LEEWAY: i32 = 86_400;
+
+/// Whether the library was loaded through `shared_preload_libraries` (set by `init`; a backend
+/// forked by the postmaster inherits it).
+static PRELOADED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Whether the library was preloaded.
+pub fn preloaded() -> bool {
+    PRELOADED.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+/// `(grace, revoked_grace)` in seconds for a purge: revoked rows (and ended sessions) also outlive
+/// `leeway`, the largest leeway a verification may use (see `engine::admin::largest_leeway`).
+pub fn purge_graces(leeway: f64) -> (f64, f64) {
+    let grace = f64::from(PURGE_GRACE.get().max(0));
+    (grace, grace.max(leeway))
+}
+
+/// Age in seconds past which a subject revocation is purged (its TTL plus `leeway`), or `None` to
+/// keep them.
+pub fn subject_revocation_ttl(leeway: f64) -> Option<f64> {
     let ttl = SUBJECT_REVOCATION_TTL.get();
-    (ttl > 0).then(|| f64::from(ttl) + f64::from(LEEWAY.get()))
+    (ttl > 0).then(|| f64::from(ttl) + leeway)
+}
+
+/// A setting's text in seconds, as PostgreSQL reads an integer setting with unit `s` (`120`,
+/// `2min`, `1h`); `None` when it is not one.
+pub fn parse_seconds(text: &str) -> Option<i32> {
+    let c = CString::new(text).ok()?;
+    let mut out: std::ffi::c_int = 0;
+    // SAFETY: a NUL-terminated string and a local to write to; no hint is asked for.
+    let ok = unsafe {
+        pg_sys::parse_int(
+            c.as_ptr(),
+            &mut out,
+            pg_sys::GUC_UNIT_S as std::ffi::c_int,
+            std::ptr::null_mut(),
+        )
+    };
+    ok.then_some(out)
 }
 
 /// A string setting's value, with the empty string read as unset.
@@ -485,7 +629,7 @@ pub fn warn_not_preloaded(p: &Placeholders) {
     if p.exposed_key {
         crate::error::warning(
             "token_store.encryption_key is configured but token_store is not in shared_preload_libraries",
-            "Until a session loads token_store, PostgreSQL keeps the setting as a placeholder that any role can read with SHOW.",
+            "Until a session loads token_store, PostgreSQL keeps the setting as a placeholder that any role can read with SHOW, so token_store does not use that key: its functions that need the key raise an error.",
             "Add token_store to shared_preload_libraries and restart, or keep the key in the file named by token_store.encryption_key_file.",
         );
     }

@@ -25,6 +25,10 @@ extension_sql_file!("../sql/finalize.sql", name = "finalize", finalize);
 /// workers. Without preloading every SQL function still works, and a misconfiguration is reported.
 #[pg_guard]
 pub extern "C-unwind" fn _PG_init() {
+    // No Rust backtrace reaches a client or the log, whatever RUST_BACKTRACE says: pgrx's panic
+    // hook takes one with Backtrace::capture, which reads RUST_LIB_BACKTRACE first, once per
+    // process. Set before any panic, here; the backends the postmaster forks inherit it.
+    std::env::set_var("RUST_LIB_BACKTRACE", "0");
     // SAFETY: a plain read of a flag the postmaster sets before loading preloaded libraries.
     let preloading = unsafe { pg_sys::process_shared_preload_libraries_in_progress };
     let configured = (!preloading).then(gucs::placeholders);

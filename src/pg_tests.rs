@@ -442,15 +442,30 @@ mod tests {
             SECRET,
         );
         assert_eq!(reason(&no_iat), "subject_revoked");
+        // the revocation a minute ago: it covers iat up to its time plus the 30 s leeway
+        run(
+            "UPDATE token_store.subject_revocations SET revoked_before = now() - interval '60 s' \
+             WHERE subject = 'sr'",
+        );
+        let within = forge(
+            json!({"alg": "HS256", "kid": "k1"}),
+            json!({"exp": exp, "sub": "sr", "iat": now() - 45}),
+            SECRET,
+        );
+        assert_eq!(
+            reason(&within),
+            "subject_revoked",
+            "a signer's clock ahead by up to the leeway is covered"
+        );
         let later = forge(
             json!({"alg": "HS256", "kid": "k1"}),
-            json!({"exp": exp, "sub": "sr", "iat": now() + 2}),
+            json!({"exp": exp, "sub": "sr", "iat": now() - 10}),
             SECRET,
         );
         assert_eq!(
             reason(&later),
             "active",
-            "a token issued after the revocation is accepted"
+            "a token issued after the revocation and the leeway is accepted"
         );
         let s = one::<JsonB>("SELECT token_store.session_start('{\"sub\": \"se\"}')")
             .unwrap()
@@ -688,6 +703,9 @@ mod tests {
     #[pg_test]
     fn purge_deletes_expired_rows_only() {
         setup();
+        // the counter is cluster-wide: only what this test's purges add is ours to assert (no
+        // other test purges, and the worker is off)
+        let before = one::<i64>("SELECT purged_total FROM token_store.stats").unwrap();
         for i in 0..5 {
             issue(json!({"sub": format!("old{i}"), "exp": now() - 3600}));
         }
@@ -714,7 +732,11 @@ mod tests {
             one::<i64>("SELECT purged_total FROM token_store.stats"),
             one::<i64>("SELECT last_purge_rows FROM token_store.stats"),
         );
-        assert!(total.unwrap() >= 6);
+        assert_eq!(
+            total.unwrap() - before,
+            2 + 3 + 1,
+            "purged_total counts this test's purges"
+        );
         assert_eq!(rows, Some(1));
         // subject revocations outlive their tokens by token_store.subject_revocation_ttl (30 days)
         run("INSERT INTO token_store.subject_revocations (subject, revoked_before) \

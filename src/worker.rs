@@ -11,11 +11,13 @@
 //! after its start.
 //!
 //! A purge worker connects as the bootstrap superuser (a background worker of PostgreSQL 15 cannot
-//! log in as a NOLOGIN role), pins `search_path` to `pg_catalog, pg_temp` before any SQL, at a
-//! level no database or role setting overrides, and does every transaction of a round as the
-//! NOLOGIN role `token_store_purge` in a restricted security context. The owner of a purged
-//! database can set its `search_path` and create functions and operators: none of them may ever
-//! run with the worker's privileges. A database where that role is missing or lacks its grants is
+//! log in as a NOLOGIN role), pins `search_path` to `pg_catalog, pg_temp` and every setting that
+//! could stop or slow it (see `PINNED`) before any SQL, at a level no database or role setting
+//! overrides, and does every transaction of a round as the NOLOGIN role `token_store_purge` in a
+//! restricted security context. That role can do nothing but call `token_store.purge_expired`,
+//! which deletes only what has expired; the worker refuses it while it can log in or has members.
+//! The owner of a purged database can set its `search_path` and create functions and operators:
+//! none of them may ever run with the worker's privileges. A database where that role is missing or lacks its grants is
 //! said once in the log and waited on, like one without the extension.
 //!
 //! Each purge worker holds its database's slot (its position in the list) in shared memory: its
@@ -418,20 +420,50 @@ pub extern "C-unwind" fn token_store_launcher_main(_arg: pg_sys::Datum) {
 
 // ---- a purge worker -------------------------------------------------------------------------
 
-/// Pin `search_path` for the life of the worker, as autovacuum does: PGC_S_OVERRIDE outranks the
-/// database's and the role's settings (already applied at connection), the configuration file and
-/// SET, so no name in the worker's SQL can resolve to an object a database owner created.
-fn pin_search_path() {
-    // SAFETY: outside any transaction, before any SQL; the check hook of search_path only parses
-    // the list; both strings are NUL-terminated constants, copied by the GUC machinery.
-    unsafe {
-        pg_sys::SetConfigOption(
-            c"search_path".as_ptr(),
-            c"pg_catalog, pg_temp".as_ptr(),
-            pg_sys::GucContext::PGC_SUSET,
-            pg_sys::GucSource::PGC_S_OVERRIDE,
-        )
-    };
+/// Settings a purge worker pins for its life at override level, as autovacuum pins its own:
+/// PGC_S_OVERRIDE outranks the database's and the role's settings (already applied at connection),
+/// the configuration file and SET. `search_path`, so that no name in the worker's SQL resolves to
+/// an object a database owner created; the rest, so that no setting a database owner may give
+/// (`ALTER DATABASE ... SET`) stops or slows the purge: a read-only default, timeouts, a stricter
+/// isolation, a commit that waits for standbys, JIT or forced parallel plans.
+const PINNED: &[(&std::ffi::CStr, &std::ffi::CStr)] = &[
+    (c"search_path", c"pg_catalog, pg_temp"),
+    (c"default_transaction_read_only", c"off"),
+    (c"default_transaction_isolation", c"read committed"),
+    (c"default_transaction_deferrable", c"off"),
+    (c"statement_timeout", c"0"),
+    (c"lock_timeout", c"0"),
+    (c"idle_in_transaction_session_timeout", c"0"),
+    #[cfg(not(any(feature = "pg13", feature = "pg14", feature = "pg15", feature = "pg16")))]
+    (c"transaction_timeout", c"0"),
+    (c"synchronous_commit", c"local"),
+    (c"jit", c"off"),
+    #[cfg(any(feature = "pg13", feature = "pg14", feature = "pg15"))]
+    (c"force_parallel_mode", c"off"),
+    #[cfg(not(any(feature = "pg13", feature = "pg14", feature = "pg15")))]
+    (c"debug_parallel_query", c"off"),
+    (c"enable_seqscan", c"on"),
+    (c"enable_indexscan", c"on"),
+    (c"enable_bitmapscan", c"on"),
+    (c"enable_tidscan", c"on"),
+    (c"work_mem", c"4MB"),
+];
+
+/// Pin [`PINNED`] for the life of the worker.
+fn pin_settings() {
+    for (name, value) in PINNED {
+        // SAFETY: outside any transaction, before any SQL; the check hooks of these settings only
+        // parse their value; both strings are NUL-terminated constants, copied by the GUC
+        // machinery.
+        unsafe {
+            pg_sys::SetConfigOption(
+                name.as_ptr(),
+                value.as_ptr(),
+                pg_sys::GucContext::PGC_SUSET,
+                pg_sys::GucSource::PGC_S_OVERRIDE,
+            )
+        };
+    }
 }
 
 /// Run `body` as `role` in a restricted security context (no SET ROLE, no temporary objects, no
@@ -459,6 +491,8 @@ enum NotReady {
     NoExtension,
     NoRole,
     SuperuserRole,
+    CanLogin,
+    HasMembers,
     NoPrivileges,
 }
 
@@ -484,6 +518,14 @@ fn ready_to_purge() -> Result<pg_sys::Oid, NotReady> {
         if unsafe { pg_sys::superuser_arg(role) } {
             return Err(NotReady::SuperuserRole);
         }
+        // A role that can log in, or that others are members of, could be used outside the
+        // worker: its privileges are then no longer the worker's alone.
+        match storage::role_exposure(role) {
+            Ok((true, _)) => return Err(NotReady::CanLogin),
+            Ok((_, true)) => return Err(NotReady::HasMembers),
+            Ok(_) => {}
+            Err(e) => e.raise(),
+        }
         match as_role(role, storage::purge_privileges_held) {
             Ok(true) => Ok(role),
             Ok(false) => Err(NotReady::NoPrivileges),
@@ -503,17 +545,27 @@ fn say_not_ready(why: NotReady, db: &str) {
         NotReady::NoRole => (
             PgSqlErrorCode::ERRCODE_UNDEFINED_OBJECT,
             format!("token_store purge worker: role \"{role}\" does not exist; waiting"),
-            "The purge worker acts as this NOLOGIN role, which installing the extension creates. By hand: CREATE ROLE token_store_purge NOLOGIN, then grant it USAGE on schema token_store, and SELECT, DELETE and UPDATE (created_at) on token_store.tokens, token_store.subject_revocations and token_store.sessions, and SELECT, DELETE on token_store.refresh_tokens.",
+            "The purge worker acts as this NOLOGIN role, which installing the extension creates. By hand: CREATE ROLE token_store_purge NOLOGIN, then grant it USAGE on schema token_store and EXECUTE on token_store.purge_expired(text, bigint, double precision).",
         ),
         NotReady::SuperuserRole => (
             PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE,
             format!("token_store purge worker: role \"{role}\" is a superuser; waiting"),
             "The purge worker acts only as a role without superuser rights: ALTER ROLE token_store_purge NOSUPERUSER.",
         ),
+        NotReady::CanLogin => (
+            PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE,
+            format!("token_store purge worker: role \"{role}\" can log in; refusing to purge as it, waiting"),
+            "The purge worker acts only as a NOLOGIN role that nobody else can use: ALTER ROLE token_store_purge NOLOGIN.",
+        ),
+        NotReady::HasMembers => (
+            PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE,
+            format!("token_store purge worker: role \"{role}\" has members or administrators; refusing to purge as it, waiting"),
+            "The purge worker acts only as a role granted to nobody: revoke token_store_purge from every role that holds it.",
+        ),
         NotReady::NoPrivileges => (
             PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE,
-            format!("token_store purge worker: role \"{role}\" lacks privileges on the tables of token_store in database \"{db}\"; waiting"),
-            "It needs USAGE on schema token_store, SELECT, DELETE and UPDATE (created_at) on token_store.tokens, token_store.subject_revocations and token_store.sessions, and SELECT, DELETE on token_store.refresh_tokens, as the extension grants them.",
+            format!("token_store purge worker: role \"{role}\" cannot run token_store.purge_expired in database \"{db}\"; waiting"),
+            "It needs USAGE on schema token_store and EXECUTE on token_store.purge_expired(text, bigint, double precision), as the extension grants them; a database still on an older version of token_store needs ALTER EXTENSION token_store UPDATE.",
         ),
     };
     ErrorReport::new(code, message, "token_store")
@@ -521,12 +573,14 @@ fn say_not_ready(why: NotReady, db: &str) {
         .report(PgLogLevel::LOG);
 }
 
-/// One round, as `role`: the purge loop of `purge()`, each step in its own transaction. Returns
-/// rows deleted.
+/// One round, as `role`: the purge loop of `purge()`, each step a call of `purge_expired` in its
+/// own transaction. Returns rows deleted.
 fn purge_round(role: pg_sys::Oid) -> u64 {
-    engine::admin::purge_rounds(None, shutdown_requested, |step| {
+    engine::admin::purge_rounds(None, shutdown_requested, |step, limit, from| {
         // an error aborts the transaction and is raised below; nothing outlives it
-        BackgroundWorker::transaction(std::panic::AssertUnwindSafe(|| as_role(role, step)))
+        BackgroundWorker::transaction(std::panic::AssertUnwindSafe(|| {
+            as_role(role, || storage::purge_expired(step.as_str(), limit, from))
+        }))
     })
     .unwrap_or_else(|e| e.raise())
 }
@@ -546,7 +600,7 @@ pub extern "C-unwind" fn token_store_purge_main(arg: pg_sys::Datum) {
     let db = BackgroundWorker::get_extra().to_owned();
     // As the bootstrap superuser: in PostgreSQL 15 a worker cannot log in as a NOLOGIN role.
     BackgroundWorker::connect_worker_to_spi(Some(&db), None);
-    pin_search_path();
+    pin_settings();
     set_application_name(&format!("{PURGE_TYPE} {db}"));
     // SAFETY: registers a plain function, run at exit whether the worker ends or fails.
     unsafe { pg_sys::before_shmem_exit(Some(release_slot), arg) };

@@ -23,6 +23,27 @@ fn purge(max_rows: default!(Option<i64>, "NULL")) -> i64 {
     guarded(|| engine::admin::purge(max_rows).or_raise())
 }
 
+/// One step of the purge, for the purge worker's role: delete up to `max_rows` rows of `step`
+/// (`tokens`, `sessions`, `subject_revocations`) that are past their end by the server's settings,
+/// and nothing else; `resume_from` (epoch seconds) skips token rows that expired before it.
+#[pg_extern(security_definer, volatile)]
+#[search_path(pg_catalog, pg_temp)]
+fn purge_expired(
+    step: Option<&str>,
+    max_rows: Option<i64>,
+    resume_from: default!(Option<f64>, "NULL"),
+) -> TableIterator<'static, (name!(deleted, i64), name!(next_from, Option<f64>))> {
+    // NULL in, no row out, as a STRICT function would
+    let (Some(step), Some(max_rows)) = (step, max_rows) else {
+        return TableIterator::empty();
+    };
+    let (deleted, resume) = guarded(|| {
+        let step = engine::admin::PurgeStep::parse(step).or_raise();
+        engine::admin::purge_step(step, max_rows, resume_from).or_raise()
+    });
+    TableIterator::once((deleted as i64, resume))
+}
+
 /// Token counts, rows per encryption key, purge figures, worker pids and verification outcomes.
 // Restricted to the leader: without preloading, the verification counts are the backend's own.
 #[allow(clippy::type_complexity)]

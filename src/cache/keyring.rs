@@ -69,6 +69,11 @@ pub fn encryption_keyring() -> TsResult<Rc<Keyring>> {
     }) {
         return Ok(ring);
     }
+    // Without preloading, PostgreSQL keeps the configured text as a placeholder that every role
+    // can read with SHOW until a session loads the library: such a key is never used.
+    if (key.is_some() || !previous.is_empty()) && !gucs::preloaded() {
+        return Err(exposed_key());
+    }
     let current = match (key, &source.file) {
         (Some(k), _) => Some(k),
         (None, Some((path, _))) => Some(read_key_file(path)?),
@@ -77,6 +82,21 @@ pub fn encryption_keyring() -> TsResult<Rc<Keyring>> {
     let ring = Rc::new(Keyring { current, previous });
     RING.set(Some((source, ring.clone())));
     Ok(ring)
+}
+
+fn exposed_key() -> TsError {
+    TsError::NotInPrerequisiteState {
+        message: "token_store.encryption_key is not used because token_store is not in \
+                  shared_preload_libraries"
+            .into(),
+        hint: Some(
+            "Without preloading, every role can read the key settings (token_store.encryption_key, \
+             token_store.previous_encryption_keys) with SHOW. Add token_store to \
+             shared_preload_libraries and restart, or keep the key in the file named by \
+             token_store.encryption_key_file (mode 0600) and remove token_store.encryption_key."
+                .into(),
+        ),
+    }
 }
 
 /// The key that encrypts new data, or 55000 with a hint.

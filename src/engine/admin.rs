@@ -22,61 +22,110 @@ pub fn payload(id: [u8; 16]) -> TsResult<Option<Value>> {
 pub fn purge(max_rows: Option<i64>) -> TsResult<i64> {
     ensure_primary("purge")?;
     let started = std::time::Instant::now();
-    let total = purge_rounds(max_rows, || false, |step| step())?;
+    let total = purge_rounds(max_rows, || false, purge_step)?;
     record_purge(total, started);
     Ok(total as i64)
+}
+
+/// What one purge step deletes.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum PurgeStep {
+    /// Token rows past their `exp` (revoked ones past the largest leeway too).
+    Tokens,
+    /// Ended and expired sessions, with their refresh token hashes.
+    Sessions,
+    /// Subject revocations past `token_store.subject_revocation_ttl`.
+    SubjectRevocations,
+}
+
+impl PurgeStep {
+    /// The name `purge_expired` takes.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PurgeStep::Tokens => "tokens",
+            PurgeStep::Sessions => "sessions",
+            PurgeStep::SubjectRevocations => "subject_revocations",
+        }
+    }
+
+    /// The step `purge_expired` was given.
+    pub fn parse(s: &str) -> TsResult<Self> {
+        match s {
+            "tokens" => Ok(PurgeStep::Tokens),
+            "sessions" => Ok(PurgeStep::Sessions),
+            "subject_revocations" => Ok(PurgeStep::SubjectRevocations),
+            _ => Err(TsError::param(
+                format!("unknown purge step \"{s}\""),
+                "The steps are tokens, sessions and subject_revocations.",
+            )),
+        }
+    }
+}
+
+/// The largest leeway a verification may use: this session's, or one a role or database sets
+/// (`ALTER ROLE ... SET token_store.leeway`). The purge keeps revoked rows, ended sessions and
+/// subject revocations that long past their end, so none comes back inside anyone's leeway. A
+/// value it cannot read counts as the largest leeway allowed.
+pub fn largest_leeway() -> TsResult<f64> {
+    let mut largest = gucs::LEEWAY.get();
+    for text in storage::configured_leeways()? {
+        largest = largest.max(gucs::parse_seconds(&text).unwrap_or(gucs::MAX_LEEWAY));
+    }
+    Ok(f64::from(largest.clamp(0, gucs::MAX_LEEWAY)))
+}
+
+/// One step of a purge, as `purge_expired` runs it: up to `limit` rows of what `step` names that
+/// are past their end (their `exp`, `purge_grace`, and for what refuses tokens the largest leeway),
+/// and nothing else. `from` (epoch seconds) skips token rows that expired before it. Returns the
+/// rows deleted and, for tokens, where the next batch may start.
+pub fn purge_step(step: PurgeStep, limit: i64, from: Option<f64>) -> TsResult<(u64, Option<f64>)> {
+    ensure_primary("purge")?;
+    let limit = limit.max(0);
+    let leeway = largest_leeway()?;
+    let (grace, revoked_grace) = gucs::purge_graces(leeway);
+    match step {
+        PurgeStep::Tokens => storage::purge_batch(limit, grace, revoked_grace, from),
+        PurgeStep::Sessions if storage::sessions::installed()? => Ok((
+            storage::sessions::purge_sessions(limit, grace, revoked_grace)?,
+            None,
+        )),
+        PurgeStep::Sessions => Ok((0, None)),
+        PurgeStep::SubjectRevocations => match gucs::subject_revocation_ttl(leeway) {
+            Some(ttl) => Ok((storage::purge_subject_revocations(ttl)?, None)),
+            None => Ok((0, None)),
+        },
+    }
 }
 
 /// The purge loop of both `purge()` and the purge worker: batches of
 /// `token_store.purge_batch_size` expired rows until one comes back short, `max_rows` are gone
 /// or `stop()` says so; the same for ended and expired sessions (with their refresh tokens); then
-/// the subject revocations past their TTL. `run` runs each step: in the
-/// caller's transaction for `purge()`, in a transaction of its own as the purge role for the
-/// worker. Returns how many token and session rows were deleted.
+/// the subject revocations past their TTL. `step` runs each step: [`purge_step`] in the caller's
+/// transaction for `purge()`; for the worker, `purge_expired` in a transaction of its own as the
+/// purge role. Returns how many token and session rows were deleted.
 pub fn purge_rounds(
     max_rows: Option<i64>,
     stop: impl Fn() -> bool,
-    run: impl Fn(&mut dyn FnMut() -> TsResult<u64>) -> TsResult<u64>,
+    step: impl Fn(PurgeStep, i64, Option<f64>) -> TsResult<(u64, Option<f64>)>,
 ) -> TsResult<u64> {
     let batch = i64::from(gucs::PURGE_BATCH_SIZE.get().max(1));
-    let (grace, revoked_grace) = gucs::purge_graces();
     let mut total = 0u64;
-    let mut from = None;
-    loop {
-        let want = max_rows.map_or(batch, |m| batch.min(m - total as i64));
-        if want <= 0 {
-            break;
-        }
-        let n = run(&mut || {
-            let (n, last) = storage::purge_batch(want, grace, revoked_grace, from)?;
-            from = last.map(storage::resume_point);
-            Ok(n)
-        })?;
-        total += n;
-        if (n as i64) < want || stop() {
-            break;
-        }
-    }
-    // then the sessions that ended or expired, with their refresh tokens
-    loop {
-        let want = max_rows.map_or(batch, |m| batch.min(m - total as i64));
-        if want <= 0 {
-            break;
-        }
-        let n = run(&mut || {
-            if !storage::sessions::installed()? {
-                return Ok(0);
+    for kind in [PurgeStep::Tokens, PurgeStep::Sessions] {
+        let mut from = None;
+        loop {
+            let want = max_rows.map_or(batch, |m| batch.min(m - total as i64));
+            if want <= 0 {
+                break;
             }
-            storage::sessions::purge_sessions(want, grace, revoked_grace)
-        })?;
-        total += n;
-        if (n as i64) < want || stop() {
-            break;
+            let (n, last) = step(kind, want, from)?;
+            from = last.map(storage::resume_point);
+            total += n;
+            if (n as i64) < want || stop() {
+                break;
+            }
         }
     }
-    if let Some(ttl) = gucs::subject_revocation_ttl() {
-        run(&mut || storage::purge_subject_revocations(ttl))?;
-    }
+    step(PurgeStep::SubjectRevocations, i64::MAX, None)?;
     Ok(total)
 }
 

@@ -256,12 +256,13 @@ pub fn refresh(token: &str, claims: Option<&str>) -> TsResult<Value> {
         }
     };
     // the session's key while it can sign, else the default one (a key rotated out meanwhile)
-    let kid = s.kid.clone().filter(|k| {
-        storage::key_by_kid(k)
-            .ok()
-            .flatten()
-            .is_some_and(|r| r.state == "active" && r.can_sign)
-    });
+    // (an error reading the key is raised, never taken for "use the default key")
+    let kid = match &s.kid {
+        Some(k) => storage::key_by_kid(k)?
+            .filter(|r| r.state == "active" && r.can_sign)
+            .map(|r| r.kid),
+        None => None,
+    };
     let (access, exp) = issue_access(&s.id, &claims, s.access_ttl, kid.as_deref())?;
     let (refresh_token, new_hash) = refresh::make();
     store::rotate(&Rotation {

@@ -63,14 +63,6 @@ fn candidates(parsed: &Parsed, alg: Alg) -> TsResult<Rc<Vec<Rc<KeyRow>>>> {
     })
 }
 
-/// Find the key the header names (or the candidates of its alg) and check the signature.
-pub(super) fn authenticate<'a>(token: &'a str) -> TsResult<(Parsed<'a>, Rc<KeyRow>)> {
-    let parsed = parse(token)?;
-    let alg = header_alg(&parsed)?;
-    let row = pick_key(&parsed, alg, candidates(&parsed, alg)?)?;
-    Ok((parsed, row))
-}
-
 /// What the tables say about a token and its subject, read by index probes under the active
 /// snapshot: what a SELECT in the calling statement would see (for a STABLE reader, not the rows
 /// its own statement writes; the writers read under a snapshot of their own, see WriterSnapshot).
@@ -159,8 +151,13 @@ pub(super) fn verify_uncounted<'a>(
         return Err(TsError::Rejected(Reason::Revoked));
     }
     if let Some(before) = status.subject_revoked_before {
-        // A token without iat cannot show it came after the revocation.
-        if parsed.claims.iat.is_none_or(|iat| iat <= before) {
+        // A token without iat cannot show it came after the revocation. One whose iat is within
+        // the leeway after it may come from a signer whose clock runs ahead, minted before it.
+        if parsed
+            .claims
+            .iat
+            .is_none_or(|iat| iat <= before + policy.leeway)
+        {
             return Err(TsError::Rejected(Reason::SubjectRevoked));
         }
     }
@@ -365,11 +362,16 @@ pub(super) fn begin_revocation(what: &'static str, reason: Option<&str>) -> TsRe
 pub fn revoke(token: &str, reason: Option<&str>) -> TsResult<bool> {
     begin_revocation("jwt_revoke", reason)?;
     let _snapshot = WriterSnapshot::push();
-    let (parsed, key) = authenticate(token)?;
+    // A stored token is revoked by its hash whatever became of its key (retired, deleted): its
+    // exact text is what was stored, so presenting it is proof enough, and a key set back to
+    // active later must not bring it back.
+    let parsed = parse(token)?;
     let hash = jws::token_hash(&parsed);
     if let Some(changed) = storage::revoke_by_hash(&hash, reason)? {
         return Ok(changed);
     }
+    let alg = header_alg(&parsed)?;
+    let key = pick_key(&parsed, alg, candidates(&parsed, alg)?)?;
     // Without exp the token can never verify, so there is nothing to deny.
     if parsed.claims.exp.is_none() {
         return Ok(false);
@@ -390,6 +392,17 @@ pub fn revoke_id(id: [u8; 16], reason: Option<&str>) -> TsResult<bool> {
 /// sessions.
 pub fn revoke_subject(subject: &str, reason: Option<&str>) -> TsResult<i64> {
     begin_revocation("jwt_revoke_subject", reason)?;
+    if subject.len() > claims::MAX_ID_CLAIM_BYTES {
+        // no token carrying it verifies (it is malformed), and the index could not hold it
+        return Err(TsError::TooLong {
+            message: "subject is too long".into(),
+            detail: format!(
+                "A sub claim is at most {} bytes; this subject is {} bytes.",
+                claims::MAX_ID_CLAIM_BYTES,
+                subject.len()
+            ),
+        });
+    }
     // its sessions end too, or their refresh tokens would go on minting access tokens
     if storage::sessions::installed()? {
         storage::sessions::end_subject(subject, None, reason)?;

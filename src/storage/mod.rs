@@ -372,7 +372,8 @@ pub fn payload(id: [u8; 16]) -> TsResult<Option<(Vec<u8>, String)>> {
     })
 }
 
-// The purge statements run in the purge worker (as token_store_purge) as well as in purge(): they
+// The purge statements run in purge() and in purge_expired() (which the purge worker calls as
+// token_store_purge), both SECURITY DEFINER: they
 // name every function, operator and type by schema, so that a search_path set by a database owner
 // can never put its own objects in their place; and they lock rows with SKIP LOCKED, so that no
 // application transaction ever makes them wait.
@@ -441,27 +442,63 @@ pub fn purge_subject_revocations(ttl_s: f64) -> TsResult<u64> {
     )
 }
 
-/// Whether the current role may run the purge statements: USAGE on the schema, SELECT and DELETE
-/// on both tables, and UPDATE on a column of each (which `FOR UPDATE` requires). The schema comes
-/// first: naming a table in a schema without USAGE would be an error rather than a false.
+/// The values of `token_store.leeway` that roles and databases set (`ALTER ROLE`/`ALTER
+/// DATABASE ... SET`), as written there.
+pub fn configured_leeways() -> TsResult<Vec<String>> {
+    const SQL: &str = "SELECT pg_catalog.substr(c, pg_catalog.strpos(c, '=') OPERATOR(pg_catalog.+) 1) \
+         FROM pg_catalog.pg_db_role_setting s, pg_catalog.unnest(s.setconfig) AS c \
+         WHERE pg_catalog.lower(pg_catalog.split_part(c, '=', 1)) OPERATOR(pg_catalog.=) 'token_store.leeway'";
+    read(SQL, &[], &[], |t| {
+        let mut out = Vec::new();
+        for row in t {
+            out.extend(row.get::<String>(1)?);
+        }
+        Ok(out)
+    })
+}
+
+/// The only SQL of the purge worker's rounds: one step of `token_store.purge_expired`, the
+/// SECURITY DEFINER function that deletes only what has expired (the purge role holds EXECUTE
+/// on it and no privilege on the tables). Schema-qualified like the purge statements.
+pub fn purge_expired(step: &str, limit: i64, from: Option<f64>) -> TsResult<(u64, Option<f64>)> {
+    const SQL: &str = "SELECT deleted, next_from FROM token_store.purge_expired($1, $2, $3)";
+    write(
+        SQL,
+        &[T::TEXTOID, T::INT8OID, T::FLOAT8OID],
+        &[step.into(), limit.into(), from.into()],
+        |t| {
+            let row = t.first();
+            Ok((row.get::<i64>(1)?.unwrap_or(0) as u64, row.get::<f64>(2)?))
+        },
+    )
+}
+
+/// Whether the current role may purge: USAGE on the schema and EXECUTE on `purge_expired` (which
+/// a database not yet updated to 0.4.0 lacks). The schema comes first: naming a function in a
+/// schema without USAGE would be an error rather than a false.
 pub fn purge_privileges_held() -> TsResult<bool> {
     const SQL: &str =
-        "SELECT CASE WHEN pg_catalog.has_schema_privilege('token_store', 'USAGE') THEN \
-             pg_catalog.has_table_privilege('token_store.tokens', 'SELECT') \
-         AND pg_catalog.has_table_privilege('token_store.tokens', 'DELETE') \
-         AND pg_catalog.has_any_column_privilege('token_store.tokens', 'UPDATE') \
-         AND pg_catalog.has_table_privilege('token_store.subject_revocations', 'SELECT') \
-         AND pg_catalog.has_table_privilege('token_store.subject_revocations', 'DELETE') \
-         AND pg_catalog.has_any_column_privilege('token_store.subject_revocations', 'UPDATE') \
-         AND (pg_catalog.to_regclass('token_store.sessions') IS NULL OR \
-              pg_catalog.has_table_privilege('token_store.sessions', 'SELECT') \
-          AND pg_catalog.has_table_privilege('token_store.sessions', 'DELETE') \
-          AND pg_catalog.has_any_column_privilege('token_store.sessions', 'UPDATE') \
-          AND pg_catalog.has_table_privilege('token_store.refresh_tokens', 'SELECT') \
-          AND pg_catalog.has_table_privilege('token_store.refresh_tokens', 'DELETE')) \
+        "SELECT CASE WHEN pg_catalog.has_schema_privilege('token_store', 'USAGE') \
+              AND pg_catalog.to_regprocedure('token_store.purge_expired(text,bigint,double precision)') IS NOT NULL \
+         THEN pg_catalog.has_function_privilege('token_store.purge_expired(text,bigint,double precision)', 'EXECUTE') \
          ELSE false END";
     read(SQL, &[], &[], |t| {
         Ok(t.first().get::<bool>(1)?.unwrap_or(false))
+    })
+}
+
+/// Of role `role`: whether it can log in, and whether any role is a member of it or holds its
+/// ADMIN OPTION (`pg_auth_members` rows naming it).
+pub fn role_exposure(role: pgrx::pg_sys::Oid) -> TsResult<(bool, bool)> {
+    const SQL: &str = "SELECT r.rolcanlogin, EXISTS (SELECT 1 FROM pg_catalog.pg_auth_members m \
+                  WHERE m.roleid OPERATOR(pg_catalog.=) r.oid) \
+         FROM pg_catalog.pg_roles r WHERE r.oid OPERATOR(pg_catalog.=) $1";
+    read(SQL, &[T::OIDOID], &[role.into()], |t| {
+        let row = t.first();
+        Ok((
+            row.get::<bool>(1)?.unwrap_or(true),
+            row.get::<bool>(2)?.unwrap_or(true),
+        ))
     })
 }
 

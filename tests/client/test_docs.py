@@ -745,7 +745,8 @@ def readme_members() -> set[str]:
     api = readme_section("API")
     members = set()
     for name, args in re.findall(r"^#### `(\w+)\(([^)]*)\)", api, re.M):
-        types = [a.split()[1] for a in args.split(",") if a.strip()]
+        # "name type [default ...]", the type possibly of two words (double precision)
+        types = [a.split(" default")[0].split(None, 1)[1] for a in args.split(",") if a.strip()]
         members.add(f"function token_store.{name}({','.join(types)})")
     members |= {f"view token_store.{v}" for v in re.findall(r"view `token_store\.(\w+)`", api)}
     table_text = readme_section("The managed table")

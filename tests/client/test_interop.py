@@ -300,9 +300,15 @@ def test_revoke_subject(ts, conn, keys):
     no_iat = ts.mint({k: v for k, v in old.items() if k != "iat"}, secret, "HS256", kid)
     ts.assert_rejected(conn, no_iat, "subject_revoked")
 
-    # issued after the revocation (2 s later: in the future, but inside the leeway): accepted
+    # issued after the revocation but within the leeway: a signer whose clock runs ahead by up to
+    # the leeway could have minted it before, so it is refused too
+    ts.set_guc(conn, "token_store.leeway", "1")
+    within = ts.mint({**ts.claims(sub=sub), "iat": int(revoked_before) + 1}, secret, "HS256", kid)
+    ts.assert_rejected(conn, within, "subject_revoked")
+    # issued after the revocation plus the leeway: accepted
     fresh_claims = {**ts.claims(sub=sub), "iat": int(revoked_before) + 2}
     fresh = ts.mint(fresh_claims, secret, "HS256", kid)
+    ts.wait_for(lambda: time.time() >= revoked_before + 1.1, 5, "the clock to pass the token's iat - leeway")
     assert ts.verify(conn, fresh) == fresh_claims
     ts.set_guc(conn, "token_store.require_stored", "on")
     ts.store(conn, fresh)

@@ -3,10 +3,10 @@ said out loud.
 
 A throwaway cluster runs with token_store in no preload list (token_store.databases is still set,
 as a user who forgot the preload would have it):
-- key in postgresql.conf: CREATE EXTENSION and every function work; the first load in a session
-  WARNs that the key sat in a placeholder any role can read (which a role without grants indeed
-  can, in a session that has not loaded the library: the README says so) and that no purge worker
-  runs;
+- key in postgresql.conf: the key sat in a placeholder any role can read (which a role without
+  grants indeed can, in a session that has not loaded the library), so it is not used: the first load
+  in a session WARNs so (and that no purge worker runs), and every function that needs the key
+  refuses (55000) naming the two fixes, preloading or token_store.encryption_key_file;
 - key in token_store.encryption_key_file instead: nothing but the path is ever visible, and the
   functions work the same."""
 
@@ -61,7 +61,9 @@ def exercise(ts, c, conn):
     assert ts.one(conn, "SELECT current_setting('token_store.encryption_key')") in ("", "(hidden)")
 
 
-def test_key_in_the_configuration_works_and_warns(ts, cluster):
+def test_key_in_the_configuration_is_not_used(ts, cluster):
+    """A key every role can read with SHOW is a key nobody should run with: CREATE EXTENSION warns,
+    and every function that needs the key refuses with the two fixes (preload, or the key file)."""
     c = cluster
     key = key_text(c)
     # PostgreSQL's placeholder, before any session loaded the library: what the README warns of
@@ -75,7 +77,15 @@ def test_key_in_the_configuration_works_and_warns(ts, cluster):
                             "shared_preload_libraries") for m in messages), warnings
     assert any("no purge worker runs" in m for m in messages), warnings
     assert all(key not in (m or "") + (h or "") for _, m, h in warnings)
-    exercise(ts, c, conn)
+    for call in ("SELECT token_store.create_key('k-np-refused', 'HS256', 'a-secret-of-at-least-32-bytes-long!!')",
+                 "SELECT token_store.reencrypt()"):
+        with ts.expect_error("55000", "token_store.encryption_key is not used because token_store is not in "
+                                      "shared_preload_libraries") as info:
+            conn.execute(call)
+        hint = info.value.diag.message_hint
+        assert "shared_preload_libraries" in hint and "token_store.encryption_key_file" in hint, hint
+        assert key not in str(info.value) + hint
+    assert ts.one(conn, "SELECT count(*) FROM token_store.keys") == 0
     conn.execute("DROP EXTENSION token_store")
     c.close_all()
 

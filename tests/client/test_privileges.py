@@ -19,7 +19,7 @@ ROLES = {APP: ["token_store_app"], ADMIN: ["token_store_admin"], NOBODY: [], ATT
 # Functions that read or write the extension's tables: SECURITY DEFINER with a pinned search_path.
 DEFINER_FUNCTIONS = {
     "create_key", "set_key_state", "jwt_issue", "jwt_store",
-    "jwt_revoke", "jwt_revoke_id", "jwt_revoke_subject", "jwt_payload", "purge", "stats",
+    "jwt_revoke", "jwt_revoke_id", "jwt_revoke_subject", "jwt_payload", "purge", "purge_expired", "stats",
     "session_start", "session_refresh", "session_end", "session_end_subject", "sessions",
 }
 # They run no SQL (they read the tables by index probes): SECURITY INVOKER, no per-call search_path,
@@ -31,7 +31,7 @@ PINNED_SEARCH_PATH = "search_path=pg_catalog, pg_temp"
 # function called with a NULL constant is folded away before its EXECUTE privilege is checked).
 DUMMY_ARGS = {
     "text": "x", "jsonb": Jsonb({}), "interval": datetime.timedelta(minutes=1),
-    "uuid": uuid.UUID(int=0), "bigint": 1, "integer": 1, "boolean": False,
+    "uuid": uuid.UUID(int=0), "bigint": 1, "integer": 1, "boolean": False, "double precision": 1.0,
 }
 
 

@@ -61,12 +61,11 @@ CREATE OPERATOR public.= (LEFTARG = name, RIGHTARG = name, FUNCTION = public.sha
 ALTER DATABASE {DB} SET search_path = public, pg_catalog;
 """
 
+PURGE_FUNCTION = "token_store.purge_expired(text, bigint, double precision)"
 # What sql/finalize.sql grants the purge role, to give it back after a test took it away.
 PURGE_GRANTS = f"""
 GRANT USAGE ON SCHEMA token_store TO {PURGE_ROLE};
-GRANT SELECT, DELETE, UPDATE (created_at) ON token_store.tokens, token_store.subject_revocations TO {PURGE_ROLE};
-GRANT SELECT, DELETE, UPDATE (created_at) ON token_store.sessions TO {PURGE_ROLE};
-GRANT SELECT, DELETE ON token_store.refresh_tokens TO {PURGE_ROLE};
+GRANT EXECUTE ON FUNCTION {PURGE_FUNCTION} TO {PURGE_ROLE};
 """
 
 
@@ -271,7 +270,7 @@ def test_worker_acts_as_purge_role(ts, cl):
     """Without its privileges, or without the role, the worker purges nothing and says so once;
     given them back, it purges again (a worker acting as a superuser would not have noticed)."""
     admin, conn = cl.connect(), pinned(cl)
-    lacks = f'role "{PURGE_ROLE}" lacks privileges on the tables of token_store in database "{DB}"; waiting'
+    lacks = f'role "{PURGE_ROLE}" cannot run token_store.purge_expired in database "{DB}"; waiting'
     missing = f'role "{PURGE_ROLE}" does not exist; waiting'
 
     def stays_unpurged(said, offset):
@@ -284,7 +283,7 @@ def test_worker_acts_as_purge_role(ts, cl):
         return sub
 
     offset = cl.log_size()
-    conn.execute(f"REVOKE DELETE ON token_store.tokens FROM {PURGE_ROLE}")
+    conn.execute(f"REVOKE EXECUTE ON FUNCTION {PURGE_FUNCTION} FROM {PURGE_ROLE}")
     try:
         stays_unpurged(lacks, offset)
     finally:
@@ -302,4 +301,151 @@ def test_worker_acts_as_purge_role(ts, cl):
         admin.execute(f"CREATE ROLE {PURGE_ROLE} NOLOGIN")
         conn.execute(PURGE_GRANTS)
     purged_soon(ts, cl)
+    assert_not_escalated(ts, cl)
+
+
+# ---- issue 20: a purge role that can only purge, and settings a database owner cannot use -------
+
+PG_AT_LEAST_17 = "SELECT current_setting('server_version_num')::int >= 170000"
+
+
+def stays_unpurged_saying(ts, c, said, offset, seconds=4):
+    """A 1-second token stays while the worker says `said` (once)."""
+    conn = pinned(c)
+    sub = f"kept-{uuid.uuid4()}"
+    conn.execute("SELECT token_store.jwt_issue(jsonb_build_object('sub', %s::text), '1 second')", (sub,))
+    ts.wait_for(lambda: said in c.log_text(offset), 20, f"the worker to say: {said}")
+    ts.holds_for(lambda: ts.one(conn, "SELECT count(*) FROM token_store.tokens WHERE subject = %s", (sub,)) == 1,
+                 seconds, "nothing is purged meanwhile")
+    assert c.log_text(offset).count(said) == 1, "said more than once"
+
+
+def test_purge_role_can_do_nothing_but_purge(ts, cl):
+    """A CREATEROLE holder (no superuser) makes token_store_purge a login role where PostgreSQL lets it
+    (15; from 16 on it needs ADMIN on the role, and a superuser does it for the test). Logged in as
+    it, nothing un-revokes a token: no privilege on any table; purge_expired deletes only what has
+    expired. Meanwhile the worker refuses to act as a role that can log in, or that has members."""
+    admin, conn = cl.connect(), pinned(cl)
+    admin.execute("DROP ROLE IF EXISTS ts_roles")
+    admin.execute("CREATE ROLE ts_roles LOGIN CREATEROLE")
+    roles = psycopg.connect(host="127.0.0.1", port=cl.port, dbname=DB, user="ts_roles", autocommit=True)
+    cl._open.append(roles)
+    try:
+        roles.execute(f"ALTER ROLE {PURGE_ROLE} LOGIN")
+    except psycopg.errors.InsufficientPrivilege:
+        assert ts.one(admin, "SELECT current_setting('server_version_num')::int >= 160000")
+        admin.execute(f"ALTER ROLE {PURGE_ROLE} LOGIN")
+    offset = cl.log_size()
+    try:
+        revoked = ts.issue(conn, ts.claims(sub=f"revoked-{uuid.uuid4()}"))
+        assert ts.revoke(conn, revoked) is True
+        conn.execute("SELECT token_store.jwt_revoke_subject('everyone-out')")
+        expired = f"expired-{uuid.uuid4()}"
+        conn.execute("SELECT token_store.jwt_issue(jsonb_build_object('sub', %s::text), '1 second')", (expired,))
+        purge = psycopg.connect(host="127.0.0.1", port=cl.port, dbname=DB, user=PURGE_ROLE, autocommit=True,
+                                options=PINNED)
+        cl._open.append(purge)
+        for attempt in ("DELETE FROM token_store.tokens WHERE revoked_at IS NOT NULL",
+                        "UPDATE token_store.tokens SET revoked_at = NULL",
+                        "DELETE FROM token_store.subject_revocations",
+                        "DELETE FROM token_store.sessions",
+                        "SELECT count(*) FROM token_store.tokens",
+                        "SELECT token_store.purge()"):
+            with ts.expect_error("42501"):
+                purge.execute(attempt)
+        ts.wait_for(lambda: ts.one(conn, "SELECT now() > max(expires_at) FROM token_store.tokens WHERE subject = %s",
+                                   (expired,)), 5, "the 1-second token to expire")
+        rows = ts.rows(purge, "SELECT deleted FROM token_store.purge_expired('tokens', 1000000)")
+        assert rows and rows[0][0] >= 1
+        assert ts.one(conn, "SELECT count(*) FROM token_store.tokens WHERE subject = %s", (expired,)) == 0
+        assert ts.one(conn, "SELECT count(*) FROM token_store.subject_revocations WHERE subject = 'everyone-out'") == 1
+        ts.assert_rejected(conn, revoked, "revoked")
+        # the worker will not act as it while it can log in
+        stays_unpurged_saying(ts, cl, f'role "{PURGE_ROLE}" can log in; refusing to purge as it', offset)
+    finally:
+        admin.execute(f"ALTER ROLE {PURGE_ROLE} NOLOGIN")
+    purged_soon(ts, cl)
+
+    offset = cl.log_size()
+    admin.execute(f"GRANT {PURGE_ROLE} TO {OWNER}")
+    try:
+        stays_unpurged_saying(ts, cl, f'role "{PURGE_ROLE}" has members or administrators; refusing to purge', offset)
+    finally:
+        admin.execute(f"REVOKE {PURGE_ROLE} FROM {OWNER}")
+    purged_soon(ts, cl)
+    assert_not_escalated(ts, cl)
+
+
+# Every setting a database owner may give that could stop or slow a purge, with a value that would.
+OWNER_SETTINGS = {
+    "default_transaction_read_only": "on",
+    "default_transaction_isolation": "serializable",
+    "default_transaction_deferrable": "on",
+    "statement_timeout": "1",
+    "lock_timeout": "1",
+    "idle_in_transaction_session_timeout": "1",
+    "jit": "on",
+    "jit_above_cost": "0",
+    "enable_indexscan": "off",
+    "enable_bitmapscan": "off",
+}
+# what the test's own sessions in that database use instead (a serializable default is harmless to them)
+OVERRIDES = PINNED + " " + " ".join(
+    f"-c {k}={v}" for k, v in {
+        "default_transaction_read_only": "off", "statement_timeout": "0", "lock_timeout": "0",
+        "idle_in_transaction_session_timeout": "0", "jit": "off"}.items())
+
+
+def test_database_owner_settings_do_not_stop_the_worker(ts, cl):
+    """The owner sets, for its database, a read-only default, 1 ms timeouts, serializable deferrable
+    transactions and plans that avoid indexes; the restarted worker (which takes them in at
+    connection) still purges, and waits out a table lock instead of failing after 1 ms."""
+    settings, opts = dict(OWNER_SETTINGS), OVERRIDES
+    if ts.one(cl.connect(), PG_AT_LEAST_17):
+        settings["transaction_timeout"] = "1"
+        opts += " -c transaction_timeout=0"
+    own = owner(cl)
+    for k, v in settings.items():
+        own.execute(f"ALTER DATABASE {DB} SET {k} = '{v}'")
+    mon = cl.connect()  # one connection for the polling (a failing worker comes back slowly)
+
+    def pid():
+        rows = ts.rows(mon, "SELECT pid FROM pg_stat_activity WHERE backend_type = 'token_store purge' "
+                            "AND datname = %s", (DB,))
+        return rows[0][0] if len(rows) == 1 else None
+
+    try:
+        old = ts.wait_for(pid, 30, "the purge worker")
+        assert ts.one(mon, "SELECT pg_terminate_backend(%s)", (old,)) is True
+        ts.wait_for(lambda: (p := pid()) and p != old, 30, "the worker to come back", interval=0.5)
+        offset = cl.log_size()  # from the new worker's start on
+        conn = cl.connect(DB, options=opts)
+        assert ts.one(conn, "SHOW default_transaction_read_only") == "off"
+        # a table lock held for 3 s while 1-second tokens expire: the worker waits for it
+        sub = f"locked-{uuid.uuid4()}"
+        conn.execute("SELECT token_store.jwt_issue(jsonb_build_object('sub', %s::text, 'n', g), '1 second') "
+                     "FROM generate_series(1, 3) g", (sub,))
+        locker = cl.connect(DB, options=opts)
+        locker.execute("BEGIN")
+        locker.execute("LOCK TABLE token_store.tokens IN SHARE MODE")
+        locker.execute("SELECT pg_sleep(3)")
+        locker.execute("COMMIT")
+        ts.wait_for(lambda: ts.one(conn, "SELECT count(*) FROM token_store.tokens WHERE subject = %s", (sub,)) == 0,
+                    PURGE_DEADLINE, "the worker to purge expired rows")
+        for _ in range(2):
+            sub = f"batch-{uuid.uuid4()}"
+            conn.execute("SELECT token_store.jwt_issue(jsonb_build_object('sub', %s::text), '1 second')", (sub,))
+            ts.wait_for(lambda: ts.one(conn, "SELECT count(*) FROM token_store.tokens WHERE subject = %s",
+                                       (sub,)) == 0, PURGE_DEADLINE, "the worker to purge again")
+        log = cl.log_text(offset)
+        for bad in ("read-only transaction", "lock timeout", "statement timeout", "transaction timeout",
+                    "stopped; starting it again"):
+            assert bad not in log, f"the worker's log says {bad!r}:\n{log[-2000:]}"
+    finally:
+        own.execute(f"ALTER DATABASE {DB} RESET ALL")
+        own.execute(f"ALTER DATABASE {DB} SET search_path = public, pg_catalog")
+        last = pid()
+        if last:
+            mon.execute("SELECT pg_terminate_backend(%s)", (last,))
+        ts.wait_for(lambda: (p := pid()) and p != last, 60, "the worker to come back", interval=0.5)
     assert_not_escalated(ts, cl)

@@ -400,8 +400,32 @@ pub(crate) fn string_claim(v: Option<&Value>, name: &str) -> Result<Option<Strin
     }
 }
 
+/// Longest `sub`, `iss`, `jti` and `sid` accepted, in bytes of UTF-8. These claims are stored
+/// and looked up as text: `sub` in the btree indexes `tokens_subject_idx`,
+/// `subject_revocations_pkey` and `sessions_subject_idx`, whose entries cannot exceed about 2.7 kB
+/// (a third of an 8 kB page). A token whose claims fit the bound can always be stored, revoked and
+/// revoked by subject; one that does not is `malformed` everywhere, so none verifies unrevocably.
+pub const MAX_ID_CLAIM_BYTES: usize = 1024;
+
+/// Refuse a payload whose `sub`, `iss`, `jti` or `sid` is a string longer than
+/// [`MAX_ID_CLAIM_BYTES`] (their types are checked elsewhere).
+pub fn check_id_claim_lengths(payload: &Map<String, Value>) -> Result<(), String> {
+    for name in ["sub", "iss", "jti", "sid"] {
+        if let Some(Value::String(s)) = payload.get(name) {
+            if s.len() > MAX_ID_CLAIM_BYTES {
+                return Err(format!(
+                    "{name} is {} bytes, longer than {MAX_ID_CLAIM_BYTES}",
+                    s.len()
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Pull the registered claims out of a payload object, checking their types.
 pub fn registered_claims(payload: &Map<String, Value>) -> Result<Claims, String> {
+    check_id_claim_lengths(payload)?;
     let aud = match payload.get("aud") {
         None => vec![],
         Some(Value::String(s)) => vec![s.clone()],
@@ -864,5 +888,56 @@ pub(crate) mod tests {
             ),
             Err(Reason::WrongIssuer)
         );
+    }
+}
+
+#[cfg(test)]
+mod id_claim_length_tests {
+    use super::*;
+
+    fn payload(name: &str, len: usize) -> Map<String, Value> {
+        let mut m = Map::new();
+        m.insert(
+            name.into(),
+            Value::from("é".repeat(len / 2) + &"x".repeat(len % 2)),
+        );
+        m
+    }
+
+    #[test]
+    fn each_id_claim_is_bounded_in_bytes() {
+        for name in ["sub", "iss", "jti", "sid"] {
+            assert_eq!(
+                check_id_claim_lengths(&payload(name, MAX_ID_CLAIM_BYTES)),
+                Ok(())
+            );
+            let err = check_id_claim_lengths(&payload(name, MAX_ID_CLAIM_BYTES + 1)).unwrap_err();
+            assert_eq!(err, format!("{name} is 1025 bytes, longer than 1024"));
+        }
+    }
+
+    #[test]
+    fn other_claims_and_other_types_are_not_its_business() {
+        assert_eq!(check_id_claim_lengths(&payload("name", 100_000)), Ok(()));
+        let mut m = Map::new();
+        m.insert("sub".into(), Value::from(12));
+        assert_eq!(check_id_claim_lengths(&m), Ok(()));
+    }
+
+    #[test]
+    fn the_bound_leaves_room_in_a_btree_entry() {
+        // btree's largest entry on an 8 kB page is 2704 bytes; a text key adds a 4-byte header
+        // and sessions_subject_idx an 8-byte timestamptz
+        assert!(MAX_ID_CLAIM_BYTES + 4 + 8 + 16 < 2704);
+    }
+
+    #[test]
+    fn a_parsed_token_with_a_long_sub_is_malformed() {
+        use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+        use base64::Engine;
+        let h = URL_SAFE_NO_PAD.encode(br#"{"alg":"HS256"}"#);
+        let p = URL_SAFE_NO_PAD.encode(format!(r#"{{"sub":"{}","exp":1}}"#, "a".repeat(3000)));
+        let err = crate::jws::parse(&format!("{h}.{p}.abc"), usize::MAX).unwrap_err();
+        assert!(err.contains("sub is 3000 bytes"), "{err}");
     }
 }
