@@ -42,6 +42,11 @@ impl Parsed<'_> {
         &self.payload
     }
 
+    /// [`Parsed::payload_json`], taken out.
+    pub fn into_payload_json(self) -> String {
+        self.payload
+    }
+
     /// The payload as a JSON object (numbers kept exactly as written).
     pub fn payload_map(&self) -> Map<String, Value> {
         match serde_json::from_str::<Value>(&self.payload) {

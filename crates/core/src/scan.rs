@@ -265,3 +265,86 @@ pub(crate) fn strings_at(text: &str, span: &Range<usize>) -> Option<Vec<String>>
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::claims::check_json;
+    use serde_json::Value;
+
+    const WANTED: [&str; 4] = ["alg", "aud", "a", "role"];
+
+    /// scan's verdict is check_json's, and its spans are serde_json's top-level members.
+    fn agrees(text: &str) -> Result<bool, JsonProblem> {
+        let mut found: [Option<Range<usize>>; 4] = Default::default();
+        let got = scan(text, &WANTED, &mut found);
+        assert_eq!(got.map(|_| ()), check_json(text), "{text}");
+        if got == Ok(true) {
+            let Value::Object(map) = serde_json::from_str::<Value>(text).unwrap() else {
+                panic!("{text}")
+            };
+            for (name, span) in WANTED.iter().zip(&found) {
+                let at = span
+                    .as_ref()
+                    .map(|s| serde_json::from_str::<Value>(&text[s.clone()]).unwrap());
+                assert_eq!(at.as_ref(), map.get(*name), "{name} in {text}");
+            }
+        }
+        got
+    }
+
+    #[test]
+    fn agrees_with_the_reference_checker() {
+        for text in [
+            "{}",
+            "[]",
+            "1",
+            r#"{"alg":"HS256","kid":"k"}"#,
+            r#" { "alg" : "x" , "aud" : [ "a" , "b" ] , "role" : { "alg" : 1 } } "#,
+            r#"{"\u0061lg":"escaped name","a":[{"a":1}],"aud":{}}"#,
+            r#"{"a":1,"\u0061":2}"#,
+            r#"{"x":{"a":1},"a":{"x":1,"a":[]}}"#,
+            r#"{"a":[],"role":[[]],"aud":""}"#,
+            r#"{"a":1,"a":2}"#,
+            r#"{"a":"\u0000"}"#,
+            r#"{"a":1e1001}"#,
+            r#"{"a":1,}"#,
+            r#"{"a" 1}"#,
+            r#"{"a":1}}"#,
+        ] {
+            let _ = agrees(text);
+        }
+    }
+
+    #[test]
+    fn large_objects_find_duplicates_in_linear_time() {
+        for n in [LINEAR_MEMBERS - 1, LINEAR_MEMBERS, LINEAR_MEMBERS + 1, 5000] {
+            let members: Vec<String> = (0..n).map(|i| format!("\"m{i}\":{i}")).collect();
+            let text = format!("{{{},\"a\":{{\"x\":1}},\"role\":\"r\"}}", members.join(","));
+            assert_eq!(agrees(&text), Ok(true), "{n}");
+            // the duplicate comes last, after the object has switched to a hash set; and an
+            // escaped spelling of an early name
+            for dup in ["\"m0\":0", "\"\\u006d0\":0", "\"a\":2"] {
+                let text = format!("{{{},\"a\":1,{dup}}}", members.join(","));
+                assert_eq!(
+                    agrees(&text),
+                    Err(JsonProblem::DuplicateMember),
+                    "{n} {dup}"
+                );
+            }
+            // the same names in sibling and nested objects are no duplicates
+            let inner = format!("{{{}}}", members.join(","));
+            let text = format!(
+                "{{\"a\":{inner},\"b\":[{inner},{inner}],{}}}",
+                members.join(",")
+            );
+            assert_eq!(agrees(&text), Ok(true), "{n}");
+        }
+        // a hundred thousand members: well under a second, not quadratic
+        let members: Vec<String> = (0..100_000).map(|i| format!("\"{i}\":0")).collect();
+        let text = format!("{{{}}}", members.join(","));
+        let start = std::time::Instant::now();
+        assert_eq!(scan(&text, &[], &mut []), Ok(true));
+        assert!(start.elapsed().as_secs_f64() < 5.0);
+    }
+}
