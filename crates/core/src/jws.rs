@@ -144,6 +144,22 @@ pub fn parse(token: &str, max_bytes: usize) -> Result<Parsed<'_>, String> {
     })
 }
 
+/// [`parse`], also giving the whole protected header as a JSON object (for a caller that needs
+/// members beyond `alg` and `kid`, such as a DPoP proof's `typ` and `jwk`). The header is read a
+/// second time, into a tree, for this caller only.
+pub fn parse_with_header(
+    token: &str,
+    max_bytes: usize,
+) -> Result<(Parsed<'_>, Map<String, Value>), String> {
+    let parsed = parse(token, max_bytes)?;
+    let h = &token[..token.find('.').expect("parse found three parts")];
+    let bytes = URL_SAFE_NO_PAD.decode(h).expect("parse decoded it");
+    match serde_json::from_slice::<Value>(&bytes) {
+        Ok(Value::Object(header)) => Ok((parsed, header)),
+        _ => unreachable!("parse checked the header is a strict JSON object"),
+    }
+}
+
 /// The payload members [`claims_at`] reads, in the order it checks them.
 const CLAIM_NAMES: [&str; 8] = ["aud", "exp", "nbf", "iat", "sub", "iss", "jti", "sid"];
 
@@ -465,6 +481,23 @@ mod tests {
         }
         let long = "a".repeat(20);
         assert!(parse(&long, 10).unwrap_err().contains("max_token_bytes"));
+    }
+
+    #[test]
+    fn parse_with_header_gives_the_whole_header() {
+        let k = hs256();
+        let t = sign(&k, "k1", &claims(serde_json::json!({"exp": 1}))).unwrap();
+        let (p, header) = parse_with_header(&t, 16384).unwrap();
+        assert_eq!(p.header.kid.as_deref(), Some("k1"));
+        assert_eq!(
+            Value::Object(header),
+            serde_json::json!({"alg": "HS256", "kid": "k1", "typ": "JWT"})
+        );
+        let bad = format!("{}.e30.abc", URL_SAFE_NO_PAD.encode(br#"{"alg":1}"#));
+        assert_eq!(
+            parse_with_header(&bad, 16384).unwrap_err(),
+            "header alg is not a string"
+        );
     }
 
     #[test]
