@@ -54,7 +54,8 @@ pub struct LoadedKey {
 
 /// A key's signature-checking state, made once when the key is loaded.
 enum Verifier {
-    Hmac(aws_lc_rs::hmac::Key),
+    // boxed: its padded hash states are large beside a parsed public key's pointer
+    Hmac(Box<aws_lc_rs::hmac::Key>),
     Public(aws_lc_rs::signature::ParsedPublicKey),
 }
 
@@ -118,7 +119,7 @@ fn hmac_verifier(alg: Alg, secret: &[u8]) -> Verifier {
         Alg::HS512 => hmac::HMAC_SHA512,
         _ => hmac::HMAC_SHA256,
     };
-    Verifier::Hmac(hmac::Key::new(algorithm, secret))
+    Verifier::Hmac(Box::new(hmac::Key::new(algorithm, secret)))
 }
 
 /// Key material as stored: the canonical bytes to encrypt and what they can do.
