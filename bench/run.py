@@ -10,8 +10,12 @@ In one run it measures, on the same data:
                an index probe of rows of the same shape in SQL
   concurrency  pgbench, 1 and 2 clients: jwt_valid against SELECT 1 (bench/pgbench/)
   per request  one fixed stored token per statement, pgbench -M prepared, 1 and 2 clients:
-               jwt_valid, jwt_verify, the baseline and `SELECT length(token)`, beside Redis 7
-               EXISTS (a private redis-server on a loopback port, redis-benchmark)
+               jwt_valid, jwt_verify, the baseline, `SELECT 1`, `SELECT length(token)` and the
+               plain deny-list lookup (`SELECT revoked_at FROM token_store.tokens WHERE
+               token_hash = ...`), beside Redis 7 EXISTS (a private redis-server on a loopback
+               port, redis-benchmark with as many client threads as pgbench has clients)
+  signatures   token_store_core's signature check per key type (bench/floor) against
+               `openssl speed`'s verify of the same key type, interleaved
   no kid       the batch verify again for HS256 tokens without a `kid` header
   sessions     session_refresh per round trip beside jwt_issue and the same rows written by SQL
   purge        token_store.purge() against one bare DELETE on 1M expired rows, and the latency
@@ -445,12 +449,53 @@ class Bench:
             self.record(f"ts.valid.{alg}", runs[alg], n)
             self.record(f"floor.crate_decode.{alg}", crate[alg], n)
 
-    def run_pgbench(self, script: str, clients: int, define: str) -> float:
+    def signatures(self):
+        """token_store_core's signature check per key type (bench/floor `signatures`: a fresh key,
+        CPU time per check, key set-up excluded) against `openssl speed`'s verify column for the
+        same key type (CPU time too, its default), interleaved in 3 rounds; PS256 is set against
+        OpenSSL's RSA-2048 verify, which is PKCS#1 v1.5 (the RSA operation is the same)."""
+        a = self.args
+        version = subprocess.run(["openssl", "version"], capture_output=True, text=True).stdout.strip()
+        self.results["config"]["openssl_version"] = version
+        log(f"signatures: token_store_core against {version} (openssl speed -seconds {a.openssl_seconds})")
+        kinds = {"rsa 2048 bits": "rsa2048", "256 bits ecdsa (nistp256)": "ecdsap256",
+                 "384 bits ecdsa (nistp384)": "ecdsap384", "253 bits EdDSA (Ed25519)": "ed25519"}
+        of_alg = {"RS256": "rsa2048", "PS256": "rsa2048", "ES256": "ecdsap256",
+                  "ES384": "ecdsap384", "EdDSA": "ed25519"}
+        ours, theirs = {}, {}
+        for _ in range(3):
+            out = subprocess.run([a.floor_bin, "-", "signatures", str(a.openssl_seconds)],
+                                 check=True, capture_output=True, text=True)
+            for alg, r in json.loads(out.stdout).items():
+                ours.setdefault(alg, []).append(r["cpu_us"])
+            out = subprocess.run(["openssl", "speed", "-seconds", str(a.openssl_seconds),
+                                  *kinds.values()], check=True, capture_output=True, text=True)
+            for line in out.stdout.splitlines():
+                for label, kind in kinds.items():
+                    if line.strip().startswith(label):
+                        # "<label> <sign s> <verify s> <sign/s> <verify/s>"
+                        verify_per_s = float(line.split()[-1])
+                        theirs.setdefault(kind, []).append(1e6 / verify_per_s)
+        res = self.m["signatures"] = {}
+        for alg, us in ours.items():
+            row = {"token_store_us": median(us), "runs_us": us}
+            kind = of_alg.get(alg)
+            if kind:
+                row.update({"openssl": kind, "openssl_us": median(theirs[kind]),
+                            "openssl_runs_us": theirs[kind],
+                            "ratio_to_openssl": median([o / t for o, t in zip(us, theirs[kind])])})
+            res[alg] = row
+            log(f"  {alg:<6} {row['token_store_us']:8.2f} us"
+                + (f"   openssl {kind} {row['openssl_us']:8.2f} us, ratio {row['ratio_to_openssl']:.2f}"
+                   if kind else ""))
+
+    def run_pgbench(self, script: str, clients: int, define: str | list[str]) -> float:
         """One pgbench -M prepared run of bench/pgbench/<script> for pgbench_seconds; its TPS."""
         a = self.args
+        defines = [define] if isinstance(define, str) else define
         cmd = [str(Path(a.pgbin) / "pgbench"), "-n", "-M", "prepared",
                "-c", str(clients), "-j", str(clients), "-T", str(a.pgbench_seconds),
-               "-D", define, "-f", str(BENCH / "pgbench" / script),
+               *[x for d in defines for x in ("-D", d)], "-f", str(BENCH / "pgbench" / script),
                "-h", a.host, "-p", str(a.port), "-U", "postgres", a.dbname]
         out = subprocess.run(cmd, capture_output=True, text=True)
         failed = re.search(r"number of failed transactions: (\d+)", out.stdout)
@@ -488,7 +533,13 @@ class Bench:
         a = self.args
         token = self.tokens["HS256"][0]
         assert self.one("SELECT token_store.jwt_valid(%s)", (token,)) is True
-        scripts = {"length": "request_length.sql", "jwt_valid": "request_jwt_valid.sql",
+        # the deny-list lookup's key: an HS256 token's identity is the SHA-256 of its text
+        token_hash = hashlib.sha256(token.encode()).hexdigest()
+        assert self.one("SELECT count(*) FROM token_store.tokens WHERE token_hash = %s",
+                        (bytes.fromhex(token_hash),)) == 1
+        defines = [f"token={token}", f"hash=\\x{token_hash}"]
+        scripts = {"select1": "request_select1.sql", "length": "request_length.sql",
+                   "denylist": "request_denylist.sql", "jwt_valid": "request_jwt_valid.sql",
                    "jwt_verify": "request_jwt_verify.sql", "baseline": "request_baseline.sql"}
         log(f"per request: {a.pgbench_rounds} interleaved rounds of {a.pgbench_seconds} s, "
             f"-M prepared, one stored token; Redis EXISTS on port {a.redis_port}")
@@ -511,11 +562,12 @@ class Bench:
                 runs = {name: [] for name in list(scripts) + ["redis_exists"]}
                 for _ in range(a.pgbench_rounds):
                     for name, script in scripts.items():
-                        runs[name].append(self.run_pgbench(script, clients, f"token={token}"))
+                        runs[name].append(self.run_pgbench(script, clients, defines))
                     # about as many requests as the pgbench runs make in their seconds
                     n_req = max(20_000, int(median(runs["length"]) * a.pgbench_seconds))
                     out = subprocess.run(["redis-benchmark", "-h", "127.0.0.1", "-p", str(a.redis_port),
-                                          "-c", str(clients), "-n", str(n_req), "-P", "1", "--csv",
+                                          "-c", str(clients), "--threads", str(clients),
+                                          "-n", str(n_req), "-P", "1", "--csv",
                                           "EXISTS", "k"], capture_output=True, text=True)
                     rows = [r for r in out.stdout.splitlines() if r.startswith('"EXISTS')]
                     if out.returncode != 0 or not rows:
@@ -525,6 +577,7 @@ class Bench:
                     res[f"{name}.c{clients}"] = {
                         "tps": median(tps), "runs_tps": tps, "clients": clients,
                         "ratio_to_length": median([t / r for t, r in zip(tps, runs["length"])]),
+                        "ratio_to_denylist": median([t / r for t, r in zip(tps, runs["denylist"])]),
                         "ratio_to_redis": median([t / r for t, r in zip(tps, runs["redis_exists"])])}
                     log(f"  {name:<12} clients={clients}  per second, median {median(tps):9.0f}  "
                         f"runs {[round(t) for t in tps]}")
@@ -774,8 +827,15 @@ class Bench:
                   f"{self.args.pgbench_rounds} interleaved rounds")
         target("per request: jwt_valid / SELECT length(token), 2 clients", r["jwt_valid.c2"]["ratio_to_length"],
                0.85, at_most=False, detail=detail)
+        target("per request: jwt_valid / deny-list lookup, 2 clients", r["jwt_valid.c2"]["ratio_to_denylist"],
+               0.9, at_most=False, detail=detail + "; lookup = SELECT revoked_at ... WHERE token_hash = $1")
         target("per request: jwt_valid / Redis EXISTS, 2 clients", r["jwt_valid.c2"]["ratio_to_redis"],
-               1.0, at_most=False, detail=detail + f"; redis-benchmark -c 2, Redis {self.results['config'].get('redis_version')}")
+               1.5, at_most=False, detail=detail + f"; redis-benchmark -c 2 --threads 2, Redis {self.results['config'].get('redis_version')}")
+        for alg, row in m["signatures"].items():
+            if "ratio_to_openssl" in row:
+                target(f"{alg} signature check / OpenSSL {row['openssl']} verify", row["ratio_to_openssl"], 1.5,
+                       detail=f"CPU time per check, median of 3 interleaved rounds; "
+                              f"{self.results['config'].get('openssl_version')}")
         target("per request: jwt_verify / jwt_valid, 2 clients",
                r["jwt_verify.c2"]["tps"] / r["jwt_valid.c2"]["tps"], 0.9, at_most=False, detail=detail)
         target("stored HS256 verify without kid / floor", per("ts.valid_nokid.HS256") / fl["verify.HS256"], 1.6,
@@ -852,14 +912,28 @@ class Bench:
         lines.append(f"per request: one statement per round trip, one stored HS256 token as the bind parameter, "
                      f"pgbench -M prepared; Redis {self.results['config'].get('redis_version')} EXISTS by "
                      f"redis-benchmark (no pipelining); median per second of {a.pgbench_rounds} interleaved runs")
-        lines.append(f"{'clients':<8} {'length()':>10} {'jwt_valid':>10} {'jwt_verify':>10} {'baseline':>10} "
-                     f"{'Redis':>10} {'valid/len':>10} {'valid/Redis':>12}")
+        lines.append(f"{'clients':<8} {'SELECT 1':>10} {'length()':>10} {'deny-list':>10} {'jwt_valid':>10} "
+                     f"{'jwt_verify':>10} {'baseline':>10} {'Redis':>10} {'valid/len':>10} "
+                     f"{'valid/deny':>10} {'valid/Redis':>12}")
         for c in (1, 2):
-            v = {k: r[f"{k}.c{c}"] for k in ("length", "jwt_valid", "jwt_verify", "baseline", "redis_exists")}
-            lines.append(f"{c:<8} {v['length']['tps']:>10.0f} {v['jwt_valid']['tps']:>10.0f} "
+            v = {k: r[f"{k}.c{c}"] for k in ("select1", "length", "denylist", "jwt_valid", "jwt_verify",
+                                              "baseline", "redis_exists")}
+            lines.append(f"{c:<8} {v['select1']['tps']:>10.0f} {v['length']['tps']:>10.0f} "
+                         f"{v['denylist']['tps']:>10.0f} {v['jwt_valid']['tps']:>10.0f} "
                          f"{v['jwt_verify']['tps']:>10.0f} {v['baseline']['tps']:>10.0f} "
                          f"{v['redis_exists']['tps']:>10.0f} {v['jwt_valid']['ratio_to_length']:>10.2f} "
-                         f"{v['jwt_valid']['ratio_to_redis']:>12.2f}")
+                         f"{v['jwt_valid']['ratio_to_denylist']:>10.2f} {v['jwt_valid']['ratio_to_redis']:>12.2f}")
+        lines.append("")
+        lines.append(f"signature checks, CPU microseconds each: token_store_core (bench/floor) and "
+                     f"`openssl speed` verify, {self.results['config'].get('openssl_version')}; "
+                     "median of 3 interleaved rounds")
+        lines.append(f"{'alg':<8} {'token_store':>12} {'OpenSSL':>10} {'key type':>10} {'ts/OpenSSL':>11}")
+        for alg, row in self.m["signatures"].items():
+            if "openssl_us" in row:
+                lines.append(f"{alg:<8} {row['token_store_us']:>12.2f} {row['openssl_us']:>10.2f} "
+                             f"{row['openssl']:>10} {row['ratio_to_openssl']:>11.2f}")
+            else:
+                lines.append(f"{alg:<8} {row['token_store_us']:>12.2f} {'-':>10} {'-':>10} {'-':>11}")
         lines.append("")
         se = self.m["sessions"]
         lines.append("sessions: one statement per round trip, pgbench -M prepared, median TPS; floor = the rows a "
@@ -1031,6 +1105,7 @@ def main():
     p.add_argument("--pgbench-seconds", type=int, default=4, help="length of one pgbench run")
     p.add_argument("--pgbench-rounds", type=int, default=3, help="interleaved runs per script")
     p.add_argument("--redis-port", type=int, default=56379, help="the private redis-server's loopback port")
+    p.add_argument("--openssl-seconds", type=int, default=3, help="openssl speed -seconds, and ours per alg")
     p.add_argument("--latency-seconds", type=float, default=3.0)
     p.add_argument("--mem-calls", type=int, default=1_000_000)
     p.add_argument("--profile", action="store_true", help="perf record the HS256 verify path")
@@ -1042,7 +1117,7 @@ def main():
     b.results["config"].update({k: v for k, v in vars(args).items() if k not in ("out",)})
     # 1-minute load average as each stage starts: the machine may be shared
     load = b.results["environment"]["loadavg_1min_at_stage_start"] = {}
-    for stage in ("setup", "floor", "store", "verify", "asym", "memory", "pgbench", "per_request",
+    for stage in ("setup", "floor", "store", "verify", "asym", "signatures", "memory", "pgbench", "per_request",
                   "sessions", "issue", "revoke", "purge"):
         load[stage] = os.getloadavg()[0]
         getattr(b, stage)()

@@ -50,3 +50,38 @@ unsafe impl<'fcx> pgrx::callconv::ArgAbi<'fcx> for JsonbText {
 }
 
 pgrx::impl_sql_translatable!(JsonbText, arg_only = "jsonb");
+
+/// A `jsonb` result made from JSON text by PostgreSQL's own `jsonb_in`, for text already known to
+/// be valid (a verified token's payload): no `serde_json::Value` is built and printed first.
+pub struct JsonbFromText(pub String);
+
+impl IntoDatum for JsonbFromText {
+    fn into_datum(self) -> Option<pg_sys::Datum> {
+        let text = std::ffi::CString::new(self.0).expect("checked JSON text holds no NUL");
+        // SAFETY: jsonb_in takes a NUL-terminated C string, which outlives the call, and returns
+        // a palloc'd jsonb datum (or raises an ERROR for text that is not JSON).
+        unsafe {
+            pgrx::direct_function_call_as_datum(pg_sys::jsonb_in, &[Some(text.as_ptr().into())])
+        }
+    }
+
+    fn type_oid() -> pg_sys::Oid {
+        pg_sys::JSONBOID
+    }
+}
+
+// SAFETY: into_datum makes a jsonb datum, the type the SQL signature declares.
+unsafe impl pgrx::callconv::BoxRet for JsonbFromText {
+    unsafe fn box_into<'fcx>(
+        self,
+        fcinfo: &mut pgrx::callconv::FcInfo<'fcx>,
+    ) -> pgrx::datum::Datum<'fcx> {
+        match self.into_datum() {
+            // SAFETY: a datum of the declared return type, made in the current memory context.
+            Some(datum) => unsafe { fcinfo.return_raw_datum(datum) },
+            None => fcinfo.return_null(),
+        }
+    }
+}
+
+pgrx::impl_sql_translatable!(JsonbFromText, "jsonb");

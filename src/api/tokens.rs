@@ -5,7 +5,7 @@ use pgrx::prelude::*;
 use pgrx::JsonB;
 use serde_json::{json, Value};
 
-use super::JsonbText;
+use super::{JsonbFromText, JsonbText};
 use crate::engine::tokens::{self, Mode};
 use crate::error::{OrRaise, TsError};
 use crate::logging::guarded;
@@ -38,11 +38,12 @@ fn jwt_verify(
     token: Option<&str>,
     audience: default!(Option<&str>, "NULL"),
     issuer: default!(Option<&str>, "NULL"),
-) -> Option<JsonB> {
+) -> Option<JsonbFromText> {
     let token = token?;
     guarded(|| {
         let v = tokens::verify(token, audience, issuer, Mode::Verify).or_raise();
-        Some(JsonB(Value::Object(v.parsed.payload)))
+        // the payload's own text, already checked strict: jsonb_in reads it, no tree in between
+        Some(JsonbFromText(v.parsed.into_payload_json()))
     })
 }
 
@@ -69,7 +70,7 @@ fn jwt_introspect(token: &str) -> JsonB {
             Ok(v) => {
                 let mut out = serde_json::Map::new();
                 out.insert("active".into(), Value::Bool(true));
-                out.extend(v.parsed.payload);
+                out.extend(v.parsed.payload_map());
                 let id = v.token_id.map(|id| uuid::Uuid::from_bytes(id).to_string());
                 out.insert("token_id".into(), json!(id));
                 Value::Object(out)

@@ -161,7 +161,7 @@ pub(super) fn verify_uncounted<'a>(
             return Err(TsError::Rejected(Reason::SubjectRevoked));
         }
     }
-    if let Some(sid) = parsed.payload.get("sid").and_then(Value::as_str) {
+    if let Some(sid) = parsed.claims.sid.as_deref() {
         if storage::sessions::session_ended(sid)? {
             return Err(TsError::Rejected(Reason::SessionEnded));
         }
@@ -200,7 +200,7 @@ pub(super) fn store_row(
     let c = &parsed.claims;
     let exp = c.exp.ok_or(TsError::Rejected(Reason::MissingExp))?;
     let id = new_row_id();
-    let (sealed, fingerprint) = seal_payload(&id, &parsed.payload)?;
+    let (sealed, fingerprint) = seal_payload(&id, &parsed.payload_map())?;
     storage::insert_token(&NewToken {
         id,
         hash,

@@ -22,6 +22,8 @@ pub struct Claims {
     pub iss: Option<String>,
     pub jti: Option<String>,
     pub aud: Vec<String>,
+    /// `sid` when it is a string (a session's tokens carry it); not a registered claim.
+    pub sid: Option<String>,
 }
 
 /// Deepest nesting of objects and arrays accepted in a token's header or claims; the top-level
@@ -171,14 +173,14 @@ pub fn check_json(text: &str) -> Result<(), JsonProblem> {
     }
 }
 
-fn skip_ws(b: &[u8], mut i: usize) -> usize {
+pub(crate) fn skip_ws(b: &[u8], mut i: usize) -> usize {
     while matches!(b.get(i), Some(b' ' | b'\t' | b'\n' | b'\r')) {
         i += 1;
     }
     i
 }
 
-fn literal(b: &[u8], i: usize, word: &[u8]) -> Result<usize, JsonProblem> {
+pub(crate) fn literal(b: &[u8], i: usize, word: &[u8]) -> Result<usize, JsonProblem> {
     if b[i..].starts_with(word) {
         Ok(i + word.len())
     } else {
@@ -219,7 +221,11 @@ fn hex4(b: &[u8], i: usize) -> Result<u32, JsonProblem> {
 
 /// The string starting at `i` (its opening quote); returns the index after its closing quote.
 /// With `out`, its unescaped UTF-8 is appended there.
-fn string(b: &[u8], mut i: usize, mut out: Option<&mut Vec<u8>>) -> Result<usize, JsonProblem> {
+pub(crate) fn string(
+    b: &[u8],
+    mut i: usize,
+    mut out: Option<&mut Vec<u8>>,
+) -> Result<usize, JsonProblem> {
     i += 1;
     loop {
         let c = *b.get(i).ok_or(JsonProblem::Syntax(i))?;
@@ -280,7 +286,7 @@ fn string(b: &[u8], mut i: usize, mut out: Option<&mut Vec<u8>>) -> Result<usize
 /// The number starting at `i`; returns the index after it. Refuses one with more than
 /// [`MAX_NUMBER_DIGITS`] digits before or after the point when written out in full, and any
 /// exponent beyond one million (PostgreSQL's `numeric` refuses even a zero past about 2^30).
-fn number(b: &[u8], mut i: usize) -> Result<usize, JsonProblem> {
+pub(crate) fn number(b: &[u8], mut i: usize) -> Result<usize, JsonProblem> {
     let digits = |b: &[u8], from: usize| {
         let mut j = from;
         while matches!(b.get(j), Some(b'0'..=b'9')) {
@@ -354,21 +360,6 @@ fn number(b: &[u8], mut i: usize) -> Result<usize, JsonProblem> {
         return Err(JsonProblem::Number);
     }
     Ok(i)
-}
-
-// serde's messages can quote input text; keep only the category and position.
-pub(crate) fn sanitize_serde_error(e: &serde_json::Error) -> String {
-    use serde_json::error::Category;
-    let what = match e.classify() {
-        Category::Io => "read error",
-        Category::Syntax if e.to_string().starts_with("number out of range") => {
-            "number out of range"
-        }
-        Category::Syntax => "syntax error",
-        Category::Data => "not an object",
-        Category::Eof => "unexpected end",
-    };
-    format!("{what} at column {}", e.column())
 }
 
 fn numeric_date(v: Option<&Value>, name: &str) -> Result<Option<f64>, String> {
@@ -447,6 +438,10 @@ pub fn registered_claims(payload: &Map<String, Value>) -> Result<Claims, String>
         iss: string_claim(payload.get("iss"), "iss")?,
         jti: string_claim(payload.get("jti"), "jti")?,
         aud,
+        sid: payload
+            .get("sid")
+            .and_then(Value::as_str)
+            .map(str::to_owned),
     })
 }
 
@@ -598,8 +593,8 @@ pub(crate) mod tests {
         // an escaped backslash followed by u0000 is six characters of text, not NUL
         let t = token_of(HS, r#"{"a":"\\u0000","\\u0000":1}"#);
         let p = parse(&t, 16384).unwrap();
-        assert_eq!(p.payload["a"], "\\u0000");
-        assert_eq!(p.payload["\\u0000"], 1);
+        assert_eq!(p.payload_map()["a"], "\\u0000");
+        assert_eq!(p.payload_map()["\\u0000"], 1);
         // U+0001 and other escapes are fine
         assert_eq!(
             check_json(r#"{"a":"\u0001\n\t\"\/\\\ud83d\ude00"}"#),
@@ -636,7 +631,7 @@ pub(crate) mod tests {
         }
         let t = token_of(HS, r#"{"user":{"role":"reader"},"x":{"role":"admin"}}"#);
         let p = parse(&t, 16384).unwrap();
-        assert_eq!(p.payload["user"]["role"], "reader");
+        assert_eq!(p.payload_map()["user"]["role"], "reader");
     }
 
     #[test]
@@ -679,11 +674,11 @@ pub(crate) mod tests {
         let t = token_of(HS, &payload);
         let p = parse(&t, 16384).unwrap();
         for (i, (_, kept)) in cases.iter().enumerate() {
-            assert_eq!(p.payload[&format!("n{i:02}")].to_string(), *kept);
+            assert_eq!(p.payload_map()[&format!("n{i:02}")].to_string(), *kept);
         }
         // what is stored and returned has every digit
         assert_eq!(
-            serde_json::to_string(&p.payload).unwrap(),
+            serde_json::to_string(&p.payload_map()).unwrap(),
             format!("{{\"exp\":4102444800,{}}}", members(true))
         );
         // registered times still read as numbers, and huge ones are out of range, not truncated

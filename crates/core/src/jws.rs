@@ -3,10 +3,15 @@
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
+use std::ops::Range;
+
 use serde_json::{Map, Value};
 
-use crate::claims::{check_json, registered_claims, sanitize_serde_error, string_claim, Claims};
+#[allow(unused_imports)] // named in the docs
+use crate::claims::{check_json, registered_claims};
+use crate::claims::{Claims, MAX_NUMERIC_DATE, MIN_NUMERIC_DATE};
 use crate::keys::LoadedKey;
+use crate::scan;
 
 /// The protected header members we act on.
 #[derive(Debug, Clone)]
@@ -22,38 +27,60 @@ pub struct Header {
 pub struct Parsed<'a> {
     pub header: Header,
     pub claims: Claims,
-    /// The payload as a JSON object.
-    pub payload: Map<String, Value>,
+    /// The decoded payload, a JSON object that passed [`check_json`]'s rules.
+    payload: String,
     /// `base64url(header) "." base64url(payload)`: the bytes the signature covers.
     pub signing_input: &'a str,
     /// The third part, still base64url.
     pub signature: &'a str,
 }
 
+impl Parsed<'_> {
+    /// The payload's JSON text as the token carries it: an object, valid and strict (no duplicate
+    /// member, no NUL, bounded depth and numbers), so `jsonb_in` or serde_json can read it as is.
+    pub fn payload_json(&self) -> &str {
+        &self.payload
+    }
+
+    /// [`Parsed::payload_json`], taken out.
+    pub fn into_payload_json(self) -> String {
+        self.payload
+    }
+
+    /// The payload as a JSON object (numbers kept exactly as written).
+    pub fn payload_map(&self) -> Map<String, Value> {
+        match serde_json::from_str::<Value>(&self.payload) {
+            Ok(Value::Object(o)) => o,
+            // parse checked it is a strict JSON object, which serde_json always reads
+            _ => unreachable!("a checked payload is a JSON object"),
+        }
+    }
+}
+
 /// Most non-retired keys of one `alg` a token without `kid` is tried against. With more, such a
 /// token is refused as `unknown_key` without any signature check: one call must not cost hundreds.
 pub const MAX_KIDLESS_CANDIDATES: usize = 16;
 
-fn decode_part(part: &str, what: &str) -> Result<Vec<u8>, String> {
+/// Decode one part into `buf` (emptied first) and check it as a JSON object in the same pass that
+/// finds the members named `wanted`.
+fn decode_object(
+    part: &str,
+    what: &str,
+    buf: &mut Vec<u8>,
+    wanted: &[&str],
+    found: &mut [Option<Range<usize>>],
+) -> Result<(), String> {
+    buf.clear();
     URL_SAFE_NO_PAD
-        .decode(part)
-        .map_err(|_| format!("{what} is not base64url"))
-}
-
-fn decode_object(part: &str, what: &str) -> Result<Map<String, Value>, String> {
-    let bytes = decode_part(part, what)?;
-    let s = std::str::from_utf8(&bytes).map_err(|_| format!("{what} is not UTF-8"))?;
-    // Refuse before serde_json reads it what serde would accept but must not pass: a NUL cannot
-    // be stored, a duplicate member lets two readers see different claims, and deep nesting
-    // would reach serde's recursion limit.
-    check_json(s).map_err(|problem| format!("{what} {problem}"))?;
-    match serde_json::from_str::<Value>(s) {
-        Ok(Value::Object(o)) => Ok(o),
-        Ok(_) => Err(format!("{what} is not a valid JSON object: not an object")),
-        Err(e) => Err(format!(
-            "{what} is not a valid JSON object: {}",
-            sanitize_serde_error(&e)
-        )),
+        .decode_vec(part, buf)
+        .map_err(|_| format!("{what} is not base64url"))?;
+    let s = std::str::from_utf8(buf).map_err(|_| format!("{what} is not UTF-8"))?;
+    // What serde would accept but must not pass: a NUL cannot be stored, a duplicate member lets
+    // two readers see different claims, and deep nesting would reach serde's recursion limit.
+    match scan::scan(s, wanted, found) {
+        Ok(true) => Ok(()),
+        Ok(false) => Err(format!("{what} is not a valid JSON object: not an object")),
+        Err(problem) => Err(format!("{what} {problem}")),
     }
 }
 
@@ -82,19 +109,32 @@ pub fn parse(token: &str, max_bytes: usize) -> Result<Parsed<'_>, String> {
     {
         return Err("signature is not base64url".into());
     }
-    let header_obj = decode_object(h, "header")?;
-    let alg = match header_obj.get("alg") {
-        Some(Value::String(a)) => a.clone(),
-        Some(_) => return Err("header alg is not a string".into()),
+    // one buffer: the header, then (emptied) the payload it becomes
+    // (base64's decode_vec asks for room for whole 3-byte groups)
+    let mut buf = Vec::with_capacity(h.len().max(p.len()).div_ceil(4) * 3);
+    let mut hf: [Option<Range<usize>>; 3] = Default::default();
+    decode_object(h, "header", &mut buf, &["alg", "kid", "crit"], &mut hf)?;
+    let header_text = std::str::from_utf8(&buf).expect("checked");
+    let alg = match &hf[0] {
+        Some(span) => scan::string_at(header_text, span)
+            .ok_or_else(|| "header alg is not a string".to_owned())?,
         None => return Err("header has no alg".into()),
     };
-    let kid = string_claim(header_obj.get("kid"), "header kid")?;
+    let kid = match &hf[1] {
+        Some(span) => Some(
+            scan::string_at(header_text, span)
+                .ok_or_else(|| "header kid is not a string".to_owned())?,
+        ),
+        None => None,
+    };
     // We implement no extension headers, so any critical one is one we do not understand.
-    if header_obj.contains_key("crit") {
+    if hf[2].is_some() {
         return Err("header has a crit member this server does not understand".into());
     }
-    let payload = decode_object(p, "payload")?;
-    let claims = registered_claims(&payload)?;
+    let mut pf: [Option<Range<usize>>; CLAIM_NAMES.len()] = Default::default();
+    decode_object(p, "payload", &mut buf, &CLAIM_NAMES, &mut pf)?;
+    let payload = String::from_utf8(buf).expect("checked");
+    let claims = claims_at(&payload, &pf)?;
     Ok(Parsed {
         header: Header { alg, kid },
         claims,
@@ -104,32 +144,129 @@ pub fn parse(token: &str, max_bytes: usize) -> Result<Parsed<'_>, String> {
     })
 }
 
+/// [`parse`], also giving the whole protected header as a JSON object (for a caller that needs
+/// members beyond `alg` and `kid`, such as a DPoP proof's `typ` and `jwk`). The header is read a
+/// second time, into a tree, for this caller only.
+pub fn parse_with_header(
+    token: &str,
+    max_bytes: usize,
+) -> Result<(Parsed<'_>, Map<String, Value>), String> {
+    let parsed = parse(token, max_bytes)?;
+    let h = &token[..token.find('.').expect("parse found three parts")];
+    let bytes = URL_SAFE_NO_PAD.decode(h).expect("parse decoded it");
+    match serde_json::from_slice::<Value>(&bytes) {
+        Ok(Value::Object(header)) => Ok((parsed, header)),
+        _ => unreachable!("parse checked the header is a strict JSON object"),
+    }
+}
+
+/// The payload members [`claims_at`] reads, in the order it checks them.
+const CLAIM_NAMES: [&str; 8] = ["aud", "exp", "nbf", "iat", "sub", "iss", "jti", "sid"];
+
+/// The registered claims from the spans of [`CLAIM_NAMES`] in a checked payload, with the same
+/// checks and messages as [`registered_claims`] on its serde_json object.
+fn claims_at(text: &str, f: &[Option<Range<usize>>; CLAIM_NAMES.len()]) -> Result<Claims, String> {
+    let aud = match &f[0] {
+        None => vec![],
+        Some(span) => match text.as_bytes()[span.start] {
+            b'"' => vec![scan::string_at(text, span).expect("a string")],
+            b'[' => {
+                scan::strings_at(text, span).ok_or("aud is not a string or an array of strings")?
+            }
+            _ => return Err("aud is not a string or an array of strings".into()),
+        },
+    };
+    let date = |k: usize, name: &str| -> Result<Option<f64>, String> {
+        let Some(span) = &f[k] else { return Ok(None) };
+        let v = &text[span.clone()];
+        if !v.starts_with(|c: char| c == '-' || c.is_ascii_digit()) {
+            return Err(format!("{name} is not a number"));
+        }
+        // what serde_json's arbitrary-precision Number::as_f64 does with the number's text
+        match v.parse::<f64>() {
+            Ok(x) if x.is_finite() && (MIN_NUMERIC_DATE..=MAX_NUMERIC_DATE).contains(&x) => {
+                Ok(Some(x))
+            }
+            _ => Err(format!("{name} is out of range")),
+        }
+    };
+    let string = |k: usize, name: &str| -> Result<Option<String>, String> {
+        match &f[k] {
+            None => Ok(None),
+            Some(span) => scan::string_at(text, span)
+                .map(Some)
+                .ok_or_else(|| format!("{name} is not a string")),
+        }
+    };
+    Ok(Claims {
+        exp: date(1, "exp")?,
+        nbf: date(2, "nbf")?,
+        iat: date(3, "iat")?,
+        sub: string(4, "sub")?,
+        iss: string(5, "iss")?,
+        jti: string(6, "jti")?,
+        // not a registered claim: a session's tokens carry it; any other type is no session's
+        sid: f[7].as_ref().and_then(|span| scan::string_at(text, span)),
+        aud,
+    })
+}
+
 /// The identity of a token: SHA-256 of its text, except that an ECDSA signature's `s` is first put
 /// in its low form. `(r, s)` and `(r, n - s)` both verify, so without this anyone holding a revoked
 /// ES256/ES384 token could present its twin as a token never seen before.
 pub fn token_hash(token: &Parsed) -> [u8; 32] {
-    match low_s(&token.header.alg, token.signature) {
-        Some(low) => raw_hash(token.signing_input, &URL_SAFE_NO_PAD.encode(low)),
+    let mut sig = [0u8; 96];
+    let mut low = [0u8; 128];
+    match low_s(&token.header.alg, token.signature, &mut sig) {
+        Some(s) => {
+            let n = URL_SAFE_NO_PAD
+                .encode_slice(s.as_slice(), &mut low)
+                .expect("room for 96 bytes");
+            let text = std::str::from_utf8(&low[..n]).expect("base64url is ASCII");
+            raw_hash(token.signing_input, text)
+        }
         None => raw_hash(token.signing_input, token.signature),
     }
 }
 
-/// The low-S form of an ES256/ES384 signature (base64url of `r || s`) when its `s` is high;
-/// `None` when it is already low or is no ECDSA signature at all.
-fn low_s(alg: &str, signature: &str) -> Option<Vec<u8>> {
-    let sig = URL_SAFE_NO_PAD.decode(signature).ok()?;
-    let low = match alg {
-        "ES256" => p256::ecdsa::Signature::from_slice(&sig)
-            .ok()?
-            .normalize_s()
-            .to_vec(),
-        "ES384" => p384::ecdsa::Signature::from_slice(&sig)
-            .ok()?
-            .normalize_s()
-            .to_vec(),
+/// The low-S form of an ES256/ES384 signature (`r || s`) when its `s` is high; `None` when it is
+/// already low or is no ECDSA signature at all. `buf` takes the decoded signature.
+fn low_s(alg: &str, signature: &str, buf: &mut [u8; 96]) -> Option<LowS> {
+    let len: usize = match alg {
+        "ES256" => 64,
+        "ES384" => 96,
         _ => return None,
     };
-    (low != sig).then_some(low)
+    if signature.len() != (len * 4).div_ceil(3) {
+        return None;
+    }
+    let n = URL_SAFE_NO_PAD.decode_slice(signature, buf).ok()?;
+    let sig = &buf[..n];
+    match alg {
+        "ES256" => {
+            let low = p256::ecdsa::Signature::from_slice(sig).ok()?.normalize_s();
+            (low.to_bytes().as_slice() != sig).then(|| LowS::P256(low.to_bytes().into()))
+        }
+        _ => {
+            let low = p384::ecdsa::Signature::from_slice(sig).ok()?.normalize_s();
+            (low.to_bytes().as_slice() != sig).then(|| LowS::P384(low.to_bytes().into()))
+        }
+    }
+}
+
+/// A signature in its low-S form, on the stack.
+enum LowS {
+    P256([u8; 64]),
+    P384([u8; 96]),
+}
+
+impl LowS {
+    fn as_slice(&self) -> &[u8] {
+        match self {
+            LowS::P256(b) => b,
+            LowS::P384(b) => b,
+        }
+    }
 }
 
 fn raw_hash(signing_input: &str, signature: &str) -> [u8; 32] {
@@ -143,13 +280,7 @@ fn raw_hash(signing_input: &str, signature: &str) -> [u8; 32] {
 
 /// Check the signature of `token` with `key`. Only the signature: claims are separate.
 pub fn verify_signature(token: &Parsed, key: &LoadedKey) -> bool {
-    jsonwebtoken::crypto::verify(
-        token.signature,
-        token.signing_input.as_bytes(),
-        &key.decoding,
-        key.alg.to_jsonwebtoken(),
-    )
-    .unwrap_or(false)
+    key.verify(token.signing_input.as_bytes(), token.signature)
 }
 
 /// Make a compact JWS of `payload` with header `{"alg","kid","typ":"JWT"}`, members in that
@@ -350,6 +481,23 @@ mod tests {
         }
         let long = "a".repeat(20);
         assert!(parse(&long, 10).unwrap_err().contains("max_token_bytes"));
+    }
+
+    #[test]
+    fn parse_with_header_gives_the_whole_header() {
+        let k = hs256();
+        let t = sign(&k, "k1", &claims(serde_json::json!({"exp": 1}))).unwrap();
+        let (p, header) = parse_with_header(&t, 16384).unwrap();
+        assert_eq!(p.header.kid.as_deref(), Some("k1"));
+        assert_eq!(
+            Value::Object(header),
+            serde_json::json!({"alg": "HS256", "kid": "k1", "typ": "JWT"})
+        );
+        let bad = format!("{}.e30.abc", URL_SAFE_NO_PAD.encode(br#"{"alg":1}"#));
+        assert_eq!(
+            parse_with_header(&bad, 16384).unwrap_err(),
+            "header alg is not a string"
+        );
     }
 
     #[test]

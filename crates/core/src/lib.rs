@@ -7,3 +7,4 @@ pub mod claims;
 pub mod jws;
 pub mod keys;
 pub mod refresh;
+pub mod scan;

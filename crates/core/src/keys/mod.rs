@@ -10,10 +10,10 @@
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use ed25519_dalek::{SigningKey as EdSecret, VerifyingKey as EdPublic};
-use jsonwebtoken::{DecodingKey, EncodingKey};
+use jsonwebtoken::EncodingKey;
 use p256::elliptic_curve::sec1::ToSec1Point;
 use rsa::pkcs1::{RsaPrivateKeyRef, RsaPublicKeyRef};
-use rsa::pkcs8::der::asn1::{BitStringRef, OctetStringRef};
+use rsa::pkcs8::der::asn1::{BitStringRef, OctetStringRef, UintRef};
 use rsa::pkcs8::der::{Decode, Encode};
 use rsa::pkcs8::spki::AlgorithmIdentifierRef;
 use rsa::pkcs8::{
@@ -45,10 +45,81 @@ pub const PRIVATE_JWK_MEMBERS: [&str; 8] = ["d", "p", "q", "dp", "dq", "qi", "ot
 pub struct LoadedKey {
     /// The algorithm this key serves.
     pub alg: Alg,
-    /// Checks signatures.
-    pub decoding: DecodingKey,
+    /// Checks signatures, with all per-key work done: the HMAC key's padded states, the public
+    /// key parsed.
+    verifier: Verifier,
     /// Makes signatures; `None` for a public (verify-only) key.
     pub encoding: Option<EncodingKey>,
+}
+
+/// A key's signature-checking state, made once when the key is loaded.
+enum Verifier {
+    // boxed: its padded hash states are large beside a parsed public key's pointer
+    Hmac(Box<aws_lc_rs::hmac::Key>),
+    Public(aws_lc_rs::signature::ParsedPublicKey),
+}
+
+impl std::fmt::Debug for Verifier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Verifier::Hmac(_) => "Hmac(not shown)",
+            Verifier::Public(_) => "Public",
+        })
+    }
+}
+
+/// Longest signature any accepted key makes: RSA with an 8192-bit modulus.
+const MAX_SIGNATURE_BYTES: usize = RSA_MAX_BITS / 8;
+
+impl LoadedKey {
+    /// Whether `signature` (base64url, as in a compact JWS) signs `message` under this key.
+    /// Allocates nothing and sets nothing up: the key's state was made by [`load_key`].
+    pub fn verify(&self, message: &[u8], signature: &str) -> bool {
+        let mut buf = [0u8; MAX_SIGNATURE_BYTES];
+        // the decoded length, rounded up to whole 3-byte groups, must fit
+        if signature.len().div_ceil(4) * 3 > buf.len() {
+            return false;
+        }
+        let Ok(n) = URL_SAFE_NO_PAD.decode_slice(signature, &mut buf) else {
+            return false;
+        };
+        let sig = &buf[..n];
+        match &self.verifier {
+            Verifier::Hmac(key) => aws_lc_rs::hmac::verify(key, message, sig).is_ok(),
+            Verifier::Public(key) => key.verify_sig(message, sig).is_ok(),
+        }
+    }
+}
+
+/// The verifier of `alg` for a public key: PKCS#1 `RSAPublicKey` DER, an uncompressed SEC1
+/// point, or 32 Ed25519 bytes.
+fn public_verifier(alg: Alg, public: &[u8]) -> Result<Verifier, String> {
+    use aws_lc_rs::signature as s;
+    let params: &'static dyn s::VerificationAlgorithm = match alg {
+        Alg::RS256 => &s::RSA_PKCS1_2048_8192_SHA256,
+        Alg::RS384 => &s::RSA_PKCS1_2048_8192_SHA384,
+        Alg::RS512 => &s::RSA_PKCS1_2048_8192_SHA512,
+        Alg::PS256 => &s::RSA_PSS_2048_8192_SHA256,
+        Alg::PS384 => &s::RSA_PSS_2048_8192_SHA384,
+        Alg::PS512 => &s::RSA_PSS_2048_8192_SHA512,
+        Alg::ES256 => &s::ECDSA_P256_SHA256_FIXED,
+        Alg::ES384 => &s::ECDSA_P384_SHA384_FIXED,
+        Alg::EdDSA => &s::ED25519,
+        Alg::HS256 | Alg::HS384 | Alg::HS512 => unreachable!("an HMAC key has no public part"),
+    };
+    s::ParsedPublicKey::new(params, public)
+        .map(Verifier::Public)
+        .map_err(|_| "the stored public key cannot be loaded".to_owned())
+}
+
+fn hmac_verifier(alg: Alg, secret: &[u8]) -> Verifier {
+    use aws_lc_rs::hmac;
+    let algorithm = match alg {
+        Alg::HS384 => hmac::HMAC_SHA384,
+        Alg::HS512 => hmac::HMAC_SHA512,
+        _ => hmac::HMAC_SHA256,
+    };
+    Verifier::Hmac(Box::new(hmac::Key::new(algorithm, secret)))
 }
 
 /// Key material as stored: the canonical bytes to encrypt and what they can do.
@@ -436,15 +507,23 @@ pub fn load_key(alg: Alg, material: &KeyMaterial) -> Result<LoadedKey, String> {
     if alg.is_hmac() {
         return Ok(LoadedKey {
             alg,
-            decoding: DecodingKey::from_secret(&material.bytes).map_err(|e| e.to_string())?,
+            verifier: hmac_verifier(alg, &material.bytes),
             encoding: Some(EncodingKey::from_secret(&material.bytes).map_err(|e| e.to_string())?),
         });
     }
     let stored = decode_stored(alg, material)?;
-    let decoding = match public_form(&stored)? {
-        PublicForm::Rsa { n, e } => DecodingKey::from_rsa_raw_components(&n, &e),
-        PublicForm::Ec { point, .. } => DecodingKey::from_ec_der(&point),
-        PublicForm::Ed25519(x) => DecodingKey::from_ed_der(&x),
+    let verifier = match public_form(&stored)? {
+        PublicForm::Rsa { n, e } => {
+            let der = RsaPublicKeyRef {
+                modulus: UintRef::new(&n).map_err(encode_failed)?,
+                public_exponent: UintRef::new(&e).map_err(encode_failed)?,
+            }
+            .to_der()
+            .map_err(encode_failed)?;
+            public_verifier(alg, &der)?
+        }
+        PublicForm::Ec { point, .. } => public_verifier(alg, &point)?,
+        PublicForm::Ed25519(x) => public_verifier(alg, &x)?,
     };
     // jsonwebtoken wants PKCS#1 DER for RSA and PKCS#8 DER for EC and Ed25519.
     let encoding = match stored {
@@ -463,7 +542,7 @@ pub fn load_key(alg: Alg, material: &KeyMaterial) -> Result<LoadedKey, String> {
     };
     Ok(LoadedKey {
         alg,
-        decoding,
+        verifier,
         encoding,
     })
 }
