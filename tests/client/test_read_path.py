@@ -202,9 +202,9 @@ def test_a_verify_nested_in_a_writing_statement_reads_its_snapshot(ts, db):
     def claims(sub):  # each token its own (ts.claims carries a jti)
         return psycopg.types.json.Jsonb(ts.claims(sub=sub))
 
-    token, valid = ts.one(a, "SELECT t, token_store.jwt_valid(t) "
+    token, valid = a.execute("SELECT t, token_store.jwt_valid(t) "
                              "FROM (SELECT token_store.jwt_issue(%s, '1 minute', 'rp-nest') t OFFSET 0) s",
-                          (claims("rp-nest-1"),))
+                             (claims("rp-nest-1"),)).fetchone()
     assert valid is False
     assert ts.one(a, "SELECT token_store.jwt_introspect(%s) ->> 'reason'", (token,)) is None
     assert ts.valid(a, token) is True
