@@ -8,6 +8,8 @@ interleaved rounds on the same machine, medians reported with their ratio.
              1 and 2 clients, TPS
   request+w  the same with a third connection committing a write every millisecond (each
              statement then sees a new snapshot: the key is read again)
+  request cpu  the backend's CPU time per request over 20,000 prepared round trips on one
+             connection, alone and with that writer (robust where TPS moves with other load)
 
   .venv/bin/python bench/read_path.py --old-port P1 --new-port P2 --pgbin DIR [--n 100000]
 
@@ -70,6 +72,29 @@ def batch(port: int, table: str, n: int) -> float:
     return used / n * 1e6
 
 
+def request_cpu(port: int, token: str, n: int, writer: bool = False) -> float:
+    """CPU microseconds of the backend per request: `n` round trips of one prepared
+    `SELECT token_store.jwt_valid($1)` on one connection (CPU time, unlike TPS, hardly moves with
+    the machine's other load); with `writer`, a third connection commits a write every millisecond
+    meanwhile, so most statements see a new snapshot."""
+    with psycopg.connect(f"host=127.0.0.1 port={port} user=postgres dbname={DB}", autocommit=True) as c:
+        pid = c.execute("SELECT pg_backend_pid()").fetchone()[0]
+        for _ in range(10):
+            assert c.execute("SELECT token_store.jwt_valid(%s)", (token,), prepare=True).fetchone()[0] is True
+        ctx = Writer(port) if writer else None
+        if ctx:
+            ctx.__enter__()
+        try:
+            c0 = cpu(pid)
+            for _ in range(n):
+                c.execute("SELECT token_store.jwt_valid(%s)", (token,), prepare=True).fetchone()
+            used = cpu(pid) - c0
+        finally:
+            if ctx:
+                ctx.__exit__(None, None, None)
+    return used / n * 1e6
+
+
 def pgbench(pgbin: str, port: int, clients: int, seconds: int, token: str) -> float:
     cmd = [str(Path(pgbin) / "pgbench"), "-n", "-M", "prepared", "-c", str(clients), "-j", str(clients),
            "-T", str(seconds), "-D", f"token={token}", "-f", str(BENCH / "pgbench" / "request_jwt_valid.sql"),
@@ -108,6 +133,7 @@ def main():
     p.add_argument("--n", type=int, default=100_000)
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--seconds", type=int, default=4)
+    p.add_argument("--requests", type=int, default=20_000, help="round trips of the request cpu jobs")
     p.add_argument("--cache-dir", default=str(run.ROOT / "target" / "bench-cache"))
     p.add_argument("--out", default=None, help="write the figures as JSON here")
     a = p.parse_args()
@@ -131,6 +157,8 @@ def main():
             return pgbench(a.pgbin, port, clients, a.seconds, token)
 
     jobs["request c1 + writer (tps)"] = lambda port: with_writer(port, 1)
+    jobs["request cpu (us/request)"] = lambda port: request_cpu(port, token, a.requests)
+    jobs["request cpu + writer (us/req)"] = lambda port: request_cpu(port, token, a.requests, True)
     results = {job: {"old": [], "new": []} for job in jobs}
     for r in range(a.rounds):
         for job, f in jobs.items():

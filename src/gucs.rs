@@ -479,6 +479,18 @@ unsafe fn check_keys(
             .collect()
     };
     let mut keys = Vec::with_capacity(parts.len());
+    // A parallel worker restoring its leader's settings gets the blanked value (a key never
+    // travels as text): it keeps the keys it read from the configuration itself.
+    // SAFETY: a plain read of a flag PostgreSQL sets while a parallel worker starts.
+    if parts.is_empty() && unsafe { pg_sys::InitializingParallelWorker } {
+        if list {
+            keys.extend(
+                PREVIOUS.with_borrow(|k| k.iter().map(|k| *k.as_bytes()).collect::<Vec<_>>()),
+            );
+        } else {
+            keys.extend(KEY.with_borrow(|k| k.as_ref().map(|k| *k.as_bytes())));
+        }
+    }
     for (i, part) in parts.iter().enumerate() {
         match EncryptionKey::parse(part) {
             Ok(k) => keys.push(*k.as_bytes()),
