@@ -123,3 +123,24 @@ GRANT UPDATE (created_at) ON token_store.tokens, token_store.subject_revocations
     TO token_store_purge;
 COMMENT ON ROLE token_store_purge IS
     'token_store: the role the purge worker acts as (NOLOGIN, granted to nobody): it reads and deletes expired rows';
+
+-- Issuers (issue 21): for token_store_admin only; the worker fetches as token_store_purge.
+COMMENT ON FUNCTION token_store.issuer_add(text, text, text[], text[], interval) IS
+    'token_store: register or update an identity provider whose tokens are verified with its JWKS, and fetch its keys now';
+COMMENT ON FUNCTION token_store.issuer_remove(text) IS
+    'token_store: forget an issuer and its keys; true if it was registered';
+COMMENT ON FUNCTION token_store.issuer_refresh(text) IS
+    'token_store: fetch the keys of one issuer (or all) now and return their rows of the issuers view';
+REVOKE ALL ON FUNCTION
+    token_store.issuer_add(text, text, text[], text[], interval),
+    token_store.issuer_remove(text),
+    token_store.issuer_refresh(text)
+FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION
+    token_store.issuer_add(text, text, text[], text[], interval),
+    token_store.issuer_remove(text),
+    token_store.issuer_refresh(text)
+TO token_store_admin;
+GRANT SELECT ON token_store.issuers TO token_store_admin;
+GRANT SELECT, UPDATE ON token_store.identity_providers TO token_store_purge;
+GRANT SELECT, INSERT, DELETE ON token_store.issuer_keys TO token_store_purge;

@@ -2,3 +2,104 @@
 -- Under development until 0.4.0 is archived in sql/released/; never edit once released.
 -- tests/client/test_upgrade.py installs each older release, makes data, runs ALTER EXTENSION
 -- token_store UPDATE and compares every object with a fresh 0.4.0 install.
+
+-- issue 21: issuers (identity providers whose tokens are verified with the keys of their JWKS)
+-- Identity providers whose tokens are verified with their own published keys (issuers). The
+-- worker fetches each one's JWKS; issuer_keys holds the keys of its latest good fetch.
+CREATE TABLE token_store.identity_providers (
+    issuer              text        PRIMARY KEY CHECK (issuer <> '' AND octet_length(issuer) <= 2048),
+    -- null: OpenID Connect discovery at <issuer>/.well-known/openid-configuration
+    jwks_uri            text        CHECK (octet_length(jwks_uri) <= 2048),
+    audiences           text[],
+    algs                text[],
+    refresh             interval    NOT NULL DEFAULT '1 hour',
+    discovered_jwks_uri text,
+    etag                text,
+    -- the latest good fetch (200 or 304), and when its keys are due again
+    fetched_at          timestamptz,
+    fresh_until         timestamptz,
+    -- the latest attempt, good or not (early fetches are at most one per issuer_min_refresh)
+    attempted_at        timestamptz,
+    next_fetch_at       timestamptz NOT NULL DEFAULT now(),
+    failures            integer     NOT NULL DEFAULT 0,
+    last_error          text,
+    last_error_at       timestamptz,
+    created_at          timestamptz NOT NULL DEFAULT now()
+);
+COMMENT ON TABLE token_store.identity_providers IS
+    'token_store: issuers whose tokens are verified with the keys of their JWKS, and its fetch state';
+
+-- Public keys of each issuer (SPKI DER), as its JWKS listed them at the latest good fetch.
+CREATE TABLE token_store.issuer_keys (
+    issuer      text        NOT NULL REFERENCES token_store.identity_providers ON DELETE CASCADE,
+    position    integer     NOT NULL,
+    kid         text,
+    -- null: the JWK named none; it serves the issuer's algorithms of its key type
+    alg         text,
+    material    bytea       NOT NULL,
+    PRIMARY KEY (issuer, position)
+);
+COMMENT ON TABLE token_store.issuer_keys IS 'token_store: public keys fetched from each issuer''s JWKS';
+
+SELECT pg_catalog.pg_extension_config_dump('token_store.identity_providers', '');
+SELECT pg_catalog.pg_extension_config_dump('token_store.issuer_keys', '');
+
+CREATE VIEW token_store.issuers AS
+    SELECT p.issuer,
+           coalesce(p.jwks_uri, p.discovered_jwks_uri) AS jwks_uri,
+           p.jwks_uri IS NULL AS discovery,
+           p.audiences, p.algs, p.refresh,
+           (SELECT count(*) FROM token_store.issuer_keys k WHERE k.issuer = p.issuer)::integer
+               AS key_count,
+           p.fetched_at, p.next_fetch_at, p.failures, p.last_error, p.last_error_at
+    FROM token_store.identity_providers p;
+COMMENT ON VIEW token_store.issuers IS
+    'token_store: registered issuers and their fetch state, never key material';
+
+CREATE FUNCTION token_store."issuer_add"(
+	"issuer" TEXT,
+	"jwks_uri" TEXT DEFAULT NULL,
+	"audiences" TEXT[] DEFAULT NULL,
+	"algs" TEXT[] DEFAULT NULL,
+	"refresh" interval DEFAULT '1 hour'
+) RETURNS jsonb
+VOLATILE SECURITY DEFINER
+SET search_path TO pg_catalog, pg_temp
+LANGUAGE c
+AS 'MODULE_PATHNAME', 'issuer_add_wrapper';
+
+CREATE FUNCTION token_store."issuer_remove"(
+	"issuer" TEXT
+) RETURNS bool
+VOLATILE SECURITY DEFINER
+SET search_path TO pg_catalog, pg_temp
+LANGUAGE c
+AS 'MODULE_PATHNAME', 'issuer_remove_wrapper';
+
+CREATE FUNCTION token_store."issuer_refresh"(
+	"issuer" TEXT DEFAULT NULL
+) RETURNS jsonb
+VOLATILE SECURITY DEFINER
+SET search_path TO pg_catalog, pg_temp
+LANGUAGE c
+AS 'MODULE_PATHNAME', 'issuer_refresh_wrapper';
+COMMENT ON FUNCTION token_store.issuer_add(text, text, text[], text[], interval) IS
+    'token_store: register or update an identity provider whose tokens are verified with its JWKS, and fetch its keys now';
+COMMENT ON FUNCTION token_store.issuer_remove(text) IS
+    'token_store: forget an issuer and its keys; true if it was registered';
+COMMENT ON FUNCTION token_store.issuer_refresh(text) IS
+    'token_store: fetch the keys of one issuer (or all) now and return their rows of the issuers view';
+REVOKE ALL ON FUNCTION
+    token_store.issuer_add(text, text, text[], text[], interval),
+    token_store.issuer_remove(text),
+    token_store.issuer_refresh(text)
+FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION
+    token_store.issuer_add(text, text, text[], text[], interval),
+    token_store.issuer_remove(text),
+    token_store.issuer_refresh(text)
+TO token_store_admin;
+GRANT SELECT ON token_store.issuers TO token_store_admin;
+GRANT SELECT, UPDATE ON token_store.identity_providers TO token_store_purge;
+GRANT SELECT, INSERT, DELETE ON token_store.issuer_keys TO token_store_purge;
+REVOKE ALL ON token_store.identity_providers, token_store.issuer_keys, token_store.issuers FROM PUBLIC;

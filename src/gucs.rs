@@ -50,6 +50,19 @@ pub static SESSION_IDLE_TIMEOUT: GucSetting<i32> = GucSetting::<i32>::new(0);
 /// ends; 0: no limit.
 pub static SESSION_MAX_LIFETIME: GucSetting<i32> = GucSetting::<i32>::new(0);
 
+// Issuers (issue 21): fetching identity providers' keys.
+/// Seconds: the shortest time between two fetches of one issuer (max-age, early fetches).
+pub static ISSUER_MIN_REFRESH: GucSetting<i32> = GucSetting::<i32>::new(60);
+/// Seconds an issuer's last good keys stay usable past their due time while fetches fail.
+pub static ISSUER_MAX_STALE: GucSetting<i32> = GucSetting::<i32>::new(86_400);
+/// PEM file of CA certificates trusted for fetches, beside the system's store.
+pub static ISSUER_CA_FILE: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
+/// on: issuers' URLs may use plain http.
+pub static ISSUER_ALLOW_HTTP: GucSetting<bool> = GucSetting::<bool>::new(false);
+/// Comma-separated hosts whose non-public addresses (loopback, private, ...) fetches may reach.
+pub static ISSUER_ALLOWED_HOSTS: GucSetting<Option<CString>> =
+    GucSetting::<Option<CString>>::new(None);
+
 const SECRET: GucFlags = GucFlags::SUPERUSER_ONLY.union(GucFlags::NO_SHOW_ALL);
 
 /// Register every setting. Called once from `_PG_init`; `preloading` is true when the library is
@@ -221,6 +234,55 @@ pub fn init(preloading: bool) {
         64 * 1024 * 1024,
         GucContext::Suset,
         GucFlags::UNIT_BYTE,
+    );
+    init_issuers();
+}
+
+/// The issuers' settings.
+fn init_issuers() {
+    GucRegistry::define_int_guc(
+        c"token_store.issuer_min_refresh",
+        c"Shortest time between two fetches of one issuer's keys.",
+        c"Bounds Cache-Control max-age and the early fetches that unknown kids ask for.",
+        &ISSUER_MIN_REFRESH,
+        1,
+        86_400,
+        GucContext::Sighup,
+        GucFlags::UNIT_S,
+    );
+    GucRegistry::define_int_guc(
+        c"token_store.issuer_max_stale",
+        c"How long an issuer's last good keys stay in use past their due time while fetches fail.",
+        c"Beyond it the issuer's tokens are refused (issuer_unavailable).",
+        &ISSUER_MAX_STALE,
+        0,
+        i32::MAX,
+        GucContext::Sighup,
+        GucFlags::UNIT_S,
+    );
+    GucRegistry::define_string_guc(
+        c"token_store.issuer_ca_file",
+        c"PEM file of CA certificates trusted for fetching issuers' keys, beside the system's store.",
+        c"",
+        &ISSUER_CA_FILE,
+        GucContext::Sighup,
+        GucFlags::SUPERUSER_ONLY,
+    );
+    GucRegistry::define_bool_guc(
+        c"token_store.issuer_allow_http",
+        c"Allow issuers' URLs with plain http.",
+        c"",
+        &ISSUER_ALLOW_HTTP,
+        GucContext::Sighup,
+        GucFlags::SUPERUSER_ONLY,
+    );
+    GucRegistry::define_string_guc(
+        c"token_store.issuer_allowed_hosts",
+        c"Hosts whose loopback, private or other non-public addresses fetches of issuers' keys may reach.",
+        c"Comma-separated host names or addresses.",
+        &ISSUER_ALLOWED_HOSTS,
+        GucContext::Sighup,
+        GucFlags::SUPERUSER_ONLY,
     );
 }
 

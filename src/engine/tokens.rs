@@ -3,6 +3,7 @@
 use std::rc::Rc;
 
 use super::*;
+use super::issuers;
 use crate::storage::{probe, TokenStatus};
 
 pub(super) fn max_token_bytes() -> usize {
@@ -62,12 +63,16 @@ fn candidates(parsed: &Parsed, alg: Alg) -> TsResult<Vec<Rc<KeyRow>>> {
     })
 }
 
-/// Find the key the header names (or the candidates of its alg) and check the signature.
-pub(super) fn authenticate<'a>(token: &'a str) -> TsResult<(Parsed<'a>, Rc<KeyRow>)> {
+/// Find the key the header names (or the candidates of its alg) and check the signature; a token
+/// of a registered issuer with that issuer's keys only. Returns the kid that verified it.
+pub(super) fn authenticate<'a>(token: &'a str) -> TsResult<(Parsed<'a>, String)> {
     let parsed = parse(token)?;
     let alg = header_alg(&parsed)?;
-    let row = pick_key(&parsed, alg, candidates(&parsed, alg)?)?;
-    Ok((parsed, row))
+    let kid = match issuers::rules_for(&parsed)? {
+        Some((iss, rules)) => issuers::authenticate(&parsed, alg, &iss, &rules)?,
+        None => pick_key(&parsed, alg, candidates(&parsed, alg)?)?.kid.clone(),
+    };
+    Ok((parsed, kid))
 }
 
 /// What the tables say about a token and its subject, read by index probes under the statement's
@@ -137,8 +142,20 @@ pub(super) fn verify_uncounted<'a>(
     let alg = header_alg(&parsed)?;
     let hash = jws::token_hash(&parsed);
     let subject = parsed.claims.sub.as_deref();
-    let key = pick_key(&parsed, alg, candidates(&parsed, alg)?)?;
-    let audience = setting_or(audience, &gucs::AUDIENCE);
+    // a token of a registered issuer: its keys, algorithms and audiences only, never stored
+    let issuer_rules = issuers::rules_for(&parsed)?;
+    let kid = match &issuer_rules {
+        Some((iss, rules)) => {
+            let kid = issuers::authenticate(&parsed, alg, iss, rules)?;
+            issuers::check_audiences(&parsed, rules)?;
+            kid
+        }
+        None => pick_key(&parsed, alg, candidates(&parsed, alg)?)?.kid.clone(),
+    };
+    let audience = match &issuer_rules {
+        Some((_, rules)) if rules.audiences.is_some() => audience.map(str::to_owned),
+        _ => setting_or(audience, &gucs::AUDIENCE),
+    };
     let issuer = setting_or(issuer, &gucs::ISSUER);
     let policy = Policy {
         now: now_secs(),
@@ -157,17 +174,26 @@ pub(super) fn verify_uncounted<'a>(
             return Err(TsError::Rejected(Reason::SubjectRevoked));
         }
     }
-    if let Some(sid) = parsed.payload.get("sid").and_then(Value::as_str) {
+    // an issuer's `sid` names a session of that provider, not one of ours
+    let sid = issuer_rules
+        .is_none()
+        .then(|| parsed.payload.get("sid").and_then(Value::as_str))
+        .flatten();
+    if let Some(sid) = sid {
         if storage::sessions::session_ended(sid)? {
             return Err(TsError::Rejected(Reason::SessionEnded));
         }
     }
-    if status.stored.is_none() && mode == Mode::Verify && gucs::REQUIRE_STORED.get() {
+    if status.stored.is_none()
+        && mode == Mode::Verify
+        && gucs::REQUIRE_STORED.get()
+        && issuer_rules.is_none()
+    {
         return Err(TsError::Rejected(Reason::NotStored));
     }
     Ok(Verified {
         parsed,
-        kid: key.kid.clone(),
+        kid,
         hash,
         token_id: status.stored.map(|(id, _)| id),
     })
@@ -360,7 +386,7 @@ pub(super) fn begin_revocation(what: &'static str, reason: Option<&str>) -> TsRe
 pub fn revoke(token: &str, reason: Option<&str>) -> TsResult<bool> {
     begin_revocation("jwt_revoke", reason)?;
     probe::see_own_writes();
-    let (parsed, key) = authenticate(token)?;
+    let (parsed, kid) = authenticate(token)?;
     let hash = jws::token_hash(&parsed);
     if let Some(changed) = storage::revoke_by_hash(&hash, reason)? {
         return Ok(changed);
@@ -369,7 +395,7 @@ pub fn revoke(token: &str, reason: Option<&str>) -> TsResult<bool> {
     if parsed.claims.exp.is_none() {
         return Ok(false);
     }
-    match store_row(&parsed, &hash, &key.kid, true, reason)? {
+    match store_row(&parsed, &hash, &kid, true, reason)? {
         Some(_) => Ok(true),
         None => Ok(storage::revoke_by_hash(&hash, reason)?.unwrap_or(false)),
     }

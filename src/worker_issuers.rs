@@ -1,0 +1,242 @@
+//! The worker's side of issuers: fetching each database's issuers when due, and early when a
+//! verify met an unknown `kid`.
+//!
+//! A verify never fetches: it only marks its issuer's slot in shared memory (`ask`), at most once
+//! per `issuer_min_refresh` per issuer, whatever the number of bad tokens. The purge worker of
+//! the database looks at the slots every second (atomics only, no transaction) and fetches that
+//! issuer once `issuer_min_refresh` has passed since its previous attempt. So a flood of random
+//! `kid`s costs the provider at most one request per `issuer_min_refresh`, and the database one
+//! atomic store per `issuer_min_refresh`.
+//!
+//! Each fetch runs outside any transaction (the network may take up to 10 s); its result is
+//! written in a short transaction of its own, as `token_store_purge`. Only a primary runs the
+//! worker: a standby verifies with the keys that replicate through `token_store.issuer_keys`.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
+use std::time::Duration;
+
+use pgrx::bgworkers::BackgroundWorker;
+use pgrx::prelude::*;
+use pgrx::{pg_shmem_init, PGRXSharedMemory};
+
+use crate::engine::issuers::{self, Outcome};
+use crate::engine::now_secs;
+use crate::storage::issuers::{self as store, FetchState};
+use token_store_core::jwks_fetch as rules;
+
+/// Slots for early-fetch requests, shared by every database's issuers by hash.
+const SLOTS: usize = 256;
+/// The longest the worker sleeps while issuers exist, so that an early fetch starts within it.
+pub const NAP: Duration = Duration::from_secs(1);
+/// How often the worker reads its issuers again when nothing is due sooner.
+const REREAD_S: f64 = 10.0;
+
+/// Early-fetch requests: per slot, the hash of the issuer that asked and when (µs since epoch).
+pub struct Signals {
+    hash: [AtomicU64; SLOTS],
+    asked_us: [AtomicI64; SLOTS],
+}
+
+// SAFETY: only atomics, no pointers: valid at any address in any process.
+unsafe impl PGRXSharedMemory for Signals {}
+
+#[allow(clippy::declare_interior_mutable_const)]
+const ZERO_U64: AtomicU64 = AtomicU64::new(0);
+#[allow(clippy::declare_interior_mutable_const)]
+const ZERO_I64: AtomicI64 = AtomicI64::new(0);
+
+impl Signals {
+    const fn new() -> Self {
+        Signals {
+            hash: [ZERO_U64; SLOTS],
+            asked_us: [ZERO_I64; SLOTS],
+        }
+    }
+}
+
+// SAFETY: the name is ours alone in the shared memory index.
+static SHARED: pgrx::atomics::PgAtomic<Signals> =
+    unsafe { pgrx::atomics::PgAtomic::new(c"token_store_issuer_signals") };
+
+/// Reserve the slots. From `shmem::init` (preloading only).
+pub fn init() {
+    pg_shmem_init!(SHARED = Signals::new());
+}
+
+fn database() -> u32 {
+    // SAFETY: MyDatabaseId is set once a backend is connected to a database.
+    u32::from(unsafe { pg_sys::MyDatabaseId })
+}
+
+fn now_us() -> i64 {
+    (now_secs() * 1e6) as i64
+}
+
+/// A verify met a `kid` its issuer does not have: ask the worker to fetch that issuer early.
+/// At most one store per `min_refresh_s` per issuer; nothing without a preloaded library.
+pub fn ask(issuer: &str, min_refresh_s: f64) {
+    if !crate::shmem::shared() {
+        return;
+    }
+    let h = rules::issuer_hash(database(), issuer);
+    let i = (h % SLOTS as u64) as usize;
+    let s = SHARED.get();
+    let now = now_us();
+    if s.hash[i].load(Relaxed) == h && now - s.asked_us[i].load(Relaxed) < (min_refresh_s * 1e6) as i64 {
+        return;
+    }
+    s.asked_us[i].store(now, Relaxed);
+    s.hash[i].store(h, Relaxed);
+}
+
+/// When the issuer last asked for an early fetch (µs), if its slot still holds its request.
+fn asked(database: u32, issuer: &str) -> Option<i64> {
+    let h = rules::issuer_hash(database, issuer);
+    let i = (h % SLOTS as u64) as usize;
+    let s = SHARED.get();
+    (s.hash[i].load(Relaxed) == h).then(|| s.asked_us[i].load(Relaxed))
+}
+
+/// The fetching state of one purge worker.
+pub struct Fetcher {
+    database: u32,
+    states: Vec<FetchState>,
+    next_read: f64,
+    /// Per issuer: the latest request already taken into account, and when its early fetch may go.
+    seen: HashMap<String, i64>,
+    early: HashMap<String, f64>,
+    /// Whether this database has issuer tables (a schema of 0.4.0 or later).
+    present: bool,
+    /// The role the reads and writes run as (`token_store_purge`), once looked up.
+    role: pg_sys::Oid,
+}
+
+impl Fetcher {
+    pub fn new() -> Self {
+        Fetcher {
+            database: database(),
+            states: Vec::new(),
+            next_read: 0.0,
+            seen: HashMap::new(),
+            early: HashMap::new(),
+            present: false,
+            role: pg_sys::InvalidOid,
+        }
+    }
+
+    /// How long the worker may sleep before the next `tick`.
+    pub fn nap(&self) -> Duration {
+        if self.present && !self.states.is_empty() {
+            NAP
+        } else {
+            Duration::from_secs_f64(REREAD_S)
+        }
+    }
+
+    /// Fetch whatever is due. Outside any transaction.
+    pub fn tick(&mut self, stop: impl Fn() -> bool) {
+        let now = now_secs();
+        if now >= self.next_read {
+            let (role, states) = BackgroundWorker::transaction(|| {
+                let Some(role) = worker_role().filter(|_| issuer_tables_exist()) else {
+                    return (pg_sys::InvalidOid, Vec::new());
+                };
+                let states = crate::worker::as_role(role, store::all_states);
+                (role, states.unwrap_or_else(|e| e.raise()))
+            });
+            self.role = role;
+            self.present = role != pg_sys::InvalidOid;
+            self.states = states;
+            self.next_read = now + REREAD_S;
+            self.seen.retain(|k, _| self.states.iter().any(|s| &s.issuer == k));
+            self.early.retain(|k, _| self.states.iter().any(|s| &s.issuer == k));
+        }
+        let min_refresh = f64::from(crate::gucs::ISSUER_MIN_REFRESH.get().max(1));
+        let mut due = Vec::new();
+        for st in &self.states {
+            if let Some(at) = asked(self.database, &st.issuer) {
+                if self.seen.get(&st.issuer).is_none_or(|seen| at > *seen) {
+                    self.seen.insert(st.issuer.clone(), at);
+                    let may = st.attempted_at.map_or(now, |a| (a + min_refresh).max(now));
+                    let when = self.early.get(&st.issuer).map_or(may, |w| w.min(may));
+                    self.early.insert(st.issuer.clone(), when);
+                }
+            }
+            let early = self.early.get(&st.issuer).is_some_and(|w| *w <= now);
+            if st.next_fetch_at <= now || early {
+                due.push(st.clone());
+            }
+        }
+        if due.is_empty() || !self.present {
+            return;
+        }
+        let role = self.role;
+        let limits = BackgroundWorker::transaction(issuers::limits);
+        for st in due {
+            if stop() {
+                return;
+            }
+            self.early.remove(&st.issuer);
+            let outcome = issuers::fetch(&st, &limits);
+            let failed = match &outcome {
+                Outcome::Failed(e) => Some(e.clone()),
+                _ => None,
+            };
+            let keys = match &outcome {
+                Outcome::Keys { keys, .. } => Some(keys.len()),
+                _ => None,
+            };
+            let written = BackgroundWorker::transaction(std::panic::AssertUnwindSafe(|| {
+                crate::worker::as_role(role, || {
+                    issuers::apply(&st, outcome)
+                        .map(|(_, w)| w)
+                        .unwrap_or_else(|e| e.raise())
+                })
+            }));
+            match (failed, keys) {
+                (Some(e), _) if written => log!(
+                    "token_store issuers: fetching the keys of issuer \"{}\" failed ({} in a row): {e}; its last good keys stay in use for at most token_store.issuer_max_stale past their due time",
+                    st.issuer,
+                    st.failures + 1
+                ),
+                (None, Some(n)) if written => log!(
+                    "token_store issuers: issuer \"{}\" now has {n} keys",
+                    st.issuer
+                ),
+                _ => {}
+            }
+        }
+        // read again at once: next_fetch_at moved
+        self.next_read = 0.0;
+    }
+}
+
+impl Default for Fetcher {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// The role the worker acts as, unless it is missing or a superuser. Inside a transaction.
+fn worker_role() -> Option<pg_sys::Oid> {
+    // SAFETY: inside a transaction; syscache look-ups of a role by a NUL-terminated name.
+    unsafe {
+        let role = pg_sys::get_role_oid(c"token_store_purge".as_ptr(), true);
+        (role != pg_sys::InvalidOid && !pg_sys::superuser_arg(role)).then_some(role)
+    }
+}
+
+/// Whether this database has the issuer tables (catalog look-ups, no error when absent).
+fn issuer_tables_exist() -> bool {
+    // SAFETY: inside a transaction; syscache look-ups by NUL-terminated names, missing_ok.
+    unsafe {
+        if pg_sys::get_extension_oid(c"token_store".as_ptr(), true) == pg_sys::InvalidOid {
+            return false;
+        }
+        let schema = pg_sys::get_namespace_oid(c"token_store".as_ptr(), true);
+        schema != pg_sys::InvalidOid
+            && pg_sys::get_relname_relid(c"identity_providers".as_ptr(), schema)
+                != pg_sys::InvalidOid
+    }
+}
