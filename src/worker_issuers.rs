@@ -36,6 +36,9 @@ const REREAD_S: f64 = 10.0;
 pub struct Signals {
     hash: [AtomicU64; SLOTS],
     asked_us: [AtomicI64; SLOTS],
+    /// Bumped by every request, so that a worker that does not know the issuer yet (registered
+    /// since its last read) reads its issuers again.
+    generation: AtomicU64,
 }
 
 // SAFETY: only atomics, no pointers: valid at any address in any process.
@@ -51,6 +54,7 @@ impl Signals {
         Signals {
             hash: [ZERO_U64; SLOTS],
             asked_us: [ZERO_I64; SLOTS],
+            generation: AtomicU64::new(0),
         }
     }
 }
@@ -88,6 +92,7 @@ pub fn ask(issuer: &str, min_refresh_s: f64) {
     }
     s.asked_us[i].store(now, Relaxed);
     s.hash[i].store(h, Relaxed);
+    s.generation.fetch_add(1, Relaxed);
 }
 
 /// When the issuer last asked for an early fetch (µs), if its slot still holds its request.
@@ -108,6 +113,8 @@ pub struct Fetcher {
     early: HashMap<String, f64>,
     /// Whether this database has issuer tables (a schema of 0.4.0 or later).
     present: bool,
+    /// The requests' generation at the latest read.
+    generation: u64,
     /// The role the reads and writes run as (`token_store_purge`), once looked up.
     role: pg_sys::Oid,
 }
@@ -121,6 +128,7 @@ impl Fetcher {
             seen: HashMap::new(),
             early: HashMap::new(),
             present: false,
+            generation: 0,
             role: pg_sys::InvalidOid,
         }
     }
@@ -137,7 +145,9 @@ impl Fetcher {
     /// Fetch whatever is due. Outside any transaction.
     pub fn tick(&mut self, stop: impl Fn() -> bool) {
         let now = now_secs();
-        if now >= self.next_read {
+        let generation = SHARED.get().generation.load(Relaxed);
+        if now >= self.next_read || generation != self.generation {
+            self.generation = generation;
             let (role, states) = BackgroundWorker::transaction(|| {
                 let Some(role) = worker_role().filter(|_| issuer_tables_exist()) else {
                     return (pg_sys::InvalidOid, Vec::new());

@@ -153,7 +153,10 @@ fn describe(e: ureq::Error) -> String {
         ureq::Error::Io(e) if e.kind() == io::ErrorKind::TimedOut => {
             format!("timeout: no complete response within {TIMEOUT_SECS} s")
         }
-        ureq::Error::Io(e) => format!("connect: {e}"),
+        ureq::Error::Io(e) => match e.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>()) {
+            Some(tls) => format!("TLS: {tls}"),
+            None => format!("connect: {e}"),
+        },
         ureq::Error::ConnectionFailed => "connect: the connection failed".into(),
         ureq::Error::Rustls(e) => format!("TLS: {e}"),
         ureq::Error::Tls(e) => format!("TLS: {e}"),

@@ -53,9 +53,9 @@ def cluster(ts, tls):
 
 @pytest.fixture
 def conn(cluster):
+    yield cluster.connect(DB)
+    # every test leaves no issuer behind (on a new connection: a test may have restarted the server)
     c = cluster.connect(DB)
-    yield c
-    # every test leaves no issuer behind
     for (iss,) in c.execute("SELECT issuer FROM token_store.issuers").fetchall():
         c.execute("SELECT token_store.issuer_remove(%s)", (iss,))
     cluster.configure({"token_store.issuer_min_refresh": "1s", "token_store.issuer_max_stale": None,
@@ -364,12 +364,12 @@ def test_plain_http_and_credentials_refused(ts, conn, cluster, tls):
     try:
         with ts.expect_error("22023", "invalid jwks_uri") as e:
             add(ts, conn, "plain", jwks_uri=p.jwks_uri)
-        assert "plain http is refused" in e.value.diag.message_detail
+        assert "plain http is refused" in e.value.diag.message_detail.lower()
         with ts.expect_error("22023", "the issuer is not a URL"):
             add(ts, conn, p.issuer)
         with ts.expect_error("22023", "invalid jwks_uri") as e:
             add(ts, conn, "creds", jwks_uri="https://user:hunter2@127.0.0.1/certs")
-        assert "credentials" in e.value.diag.message_detail
+        assert "credentials" in e.value.diag.message_detail.lower()
         assert ts.one(conn, "SELECT count(*) FROM token_store.issuers") == 0
         cluster.configure({"token_store.issuer_allow_http": "on"})
         assert add(ts, conn, "plain", jwks_uri=p.jwks_uri)["key_count"] == 1
