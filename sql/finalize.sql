@@ -125,6 +125,20 @@ COMMENT ON ROLE token_store_purge IS
     'token_store: the role the purge worker acts as (NOLOGIN, granted to nobody): it reads and deletes expired rows';
 
 -- Issuers (issue 21): for token_store_admin only; the worker fetches as token_store_purge.
+CREATE VIEW token_store.issuers AS
+    SELECT p.issuer,
+           coalesce(p.jwks_uri, p.discovered_jwks_uri) AS jwks_uri,
+           p.jwks_uri IS NULL AS discovery,
+           p.audiences, p.algs, p.refresh,
+           (SELECT count(*) FROM token_store.issuer_keys k WHERE k.issuer = p.issuer)::integer
+               AS key_count,
+           p.fetched_at, p.next_fetch_at, p.failures, p.last_error, p.last_error_at,
+           token_store.issuer_verifications(p.issuer) AS verifications
+    FROM token_store.identity_providers p;
+COMMENT ON VIEW token_store.issuers IS
+    'token_store: registered issuers and their fetch state, never key material';
+COMMENT ON FUNCTION token_store.issuer_verifications(text) IS
+    'token_store: verification outcomes of an issuer''s tokens since the server started';
 COMMENT ON FUNCTION token_store.issuer_add(text, text, text[], text[], interval) IS
     'token_store: register or update an identity provider whose tokens are verified with its JWKS, and fetch its keys now';
 COMMENT ON FUNCTION token_store.issuer_remove(text) IS
@@ -134,12 +148,14 @@ COMMENT ON FUNCTION token_store.issuer_refresh(text) IS
 REVOKE ALL ON FUNCTION
     token_store.issuer_add(text, text, text[], text[], interval),
     token_store.issuer_remove(text),
-    token_store.issuer_refresh(text)
+    token_store.issuer_refresh(text),
+    token_store.issuer_verifications(text)
 FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION
     token_store.issuer_add(text, text, text[], text[], interval),
     token_store.issuer_remove(text),
-    token_store.issuer_refresh(text)
+    token_store.issuer_refresh(text),
+    token_store.issuer_verifications(text)
 TO token_store_admin;
 GRANT SELECT ON token_store.issuers TO token_store_admin;
 GRANT SELECT, UPDATE ON token_store.identity_providers TO token_store_purge;

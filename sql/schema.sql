@@ -145,15 +145,3 @@ COMMENT ON TABLE token_store.issuer_keys IS 'token_store: public keys fetched fr
 
 SELECT pg_catalog.pg_extension_config_dump('token_store.identity_providers', '');
 SELECT pg_catalog.pg_extension_config_dump('token_store.issuer_keys', '');
-
-CREATE VIEW token_store.issuers AS
-    SELECT p.issuer,
-           coalesce(p.jwks_uri, p.discovered_jwks_uri) AS jwks_uri,
-           p.jwks_uri IS NULL AS discovery,
-           p.audiences, p.algs, p.refresh,
-           (SELECT count(*) FROM token_store.issuer_keys k WHERE k.issuer = p.issuer)::integer
-               AS key_count,
-           p.fetched_at, p.next_fetch_at, p.failures, p.last_error, p.last_error_at
-    FROM token_store.identity_providers p;
-COMMENT ON VIEW token_store.issuers IS
-    'token_store: registered issuers and their fetch state, never key material';

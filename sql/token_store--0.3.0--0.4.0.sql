@@ -44,18 +44,6 @@ COMMENT ON TABLE token_store.issuer_keys IS 'token_store: public keys fetched fr
 SELECT pg_catalog.pg_extension_config_dump('token_store.identity_providers', '');
 SELECT pg_catalog.pg_extension_config_dump('token_store.issuer_keys', '');
 
-CREATE VIEW token_store.issuers AS
-    SELECT p.issuer,
-           coalesce(p.jwks_uri, p.discovered_jwks_uri) AS jwks_uri,
-           p.jwks_uri IS NULL AS discovery,
-           p.audiences, p.algs, p.refresh,
-           (SELECT count(*) FROM token_store.issuer_keys k WHERE k.issuer = p.issuer)::integer
-               AS key_count,
-           p.fetched_at, p.next_fetch_at, p.failures, p.last_error, p.last_error_at
-    FROM token_store.identity_providers p;
-COMMENT ON VIEW token_store.issuers IS
-    'token_store: registered issuers and their fetch state, never key material';
-
 CREATE FUNCTION token_store."issuer_add"(
 	"issuer" TEXT,
 	"jwks_uri" TEXT DEFAULT NULL,
@@ -83,6 +71,29 @@ VOLATILE SECURITY DEFINER
 SET search_path TO pg_catalog, pg_temp
 LANGUAGE c
 AS 'MODULE_PATHNAME', 'issuer_refresh_wrapper';
+
+CREATE FUNCTION token_store."issuer_verifications"(
+	"issuer" TEXT
+) RETURNS jsonb
+STABLE SECURITY DEFINER
+SET search_path TO pg_catalog, pg_temp
+LANGUAGE c
+AS 'MODULE_PATHNAME', 'issuer_verifications_wrapper';
+
+CREATE VIEW token_store.issuers AS
+    SELECT p.issuer,
+           coalesce(p.jwks_uri, p.discovered_jwks_uri) AS jwks_uri,
+           p.jwks_uri IS NULL AS discovery,
+           p.audiences, p.algs, p.refresh,
+           (SELECT count(*) FROM token_store.issuer_keys k WHERE k.issuer = p.issuer)::integer
+               AS key_count,
+           p.fetched_at, p.next_fetch_at, p.failures, p.last_error, p.last_error_at,
+           token_store.issuer_verifications(p.issuer) AS verifications
+    FROM token_store.identity_providers p;
+COMMENT ON VIEW token_store.issuers IS
+    'token_store: registered issuers and their fetch state, never key material';
+COMMENT ON FUNCTION token_store.issuer_verifications(text) IS
+    'token_store: verification outcomes of an issuer''s tokens since the server started';
 COMMENT ON FUNCTION token_store.issuer_add(text, text, text[], text[], interval) IS
     'token_store: register or update an identity provider whose tokens are verified with its JWKS, and fetch its keys now';
 COMMENT ON FUNCTION token_store.issuer_remove(text) IS
@@ -92,12 +103,14 @@ COMMENT ON FUNCTION token_store.issuer_refresh(text) IS
 REVOKE ALL ON FUNCTION
     token_store.issuer_add(text, text, text[], text[], interval),
     token_store.issuer_remove(text),
-    token_store.issuer_refresh(text)
+    token_store.issuer_refresh(text),
+    token_store.issuer_verifications(text)
 FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION
     token_store.issuer_add(text, text, text[], text[], interval),
     token_store.issuer_remove(text),
-    token_store.issuer_refresh(text)
+    token_store.issuer_refresh(text),
+    token_store.issuer_verifications(text)
 TO token_store_admin;
 GRANT SELECT ON token_store.issuers TO token_store_admin;
 GRANT SELECT, UPDATE ON token_store.identity_providers TO token_store_purge;

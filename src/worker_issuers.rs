@@ -23,6 +23,7 @@ use pgrx::{pg_shmem_init, PGRXSharedMemory};
 use crate::engine::issuers::{self, Outcome};
 use crate::engine::now_secs;
 use crate::storage::issuers::{self as store, FetchState};
+use token_store_core::alg::Reason;
 use token_store_core::jwks_fetch as rules;
 
 /// Slots for early-fetch requests, shared by every database's issuers by hash.
@@ -63,9 +64,88 @@ impl Signals {
 static SHARED: pgrx::atomics::PgAtomic<Signals> =
     unsafe { pgrx::atomics::PgAtomic::new(c"token_store_issuer_signals") };
 
+/// Verification outcomes per issuer (`ok`, then each reason), in slots found by the issuer's hash
+/// (linear probing over [`PROBES`] slots; an issuer that finds none free is not counted).
+pub struct IssuerCounters {
+    hash: [AtomicU64; SLOTS],
+    counts: [[AtomicU64; OUTCOMES]; SLOTS],
+}
+
+/// `ok` and each reason.
+const OUTCOMES: usize = Reason::ALL.len() + 1;
+/// Slots an issuer's counters may take, from its hash on.
+const PROBES: usize = 8;
+
+// SAFETY: only atomics, no pointers: valid at any address in any process.
+unsafe impl PGRXSharedMemory for IssuerCounters {}
+
+#[allow(clippy::declare_interior_mutable_const)]
+const ZERO_ROW: [AtomicU64; OUTCOMES] = [ZERO_U64; OUTCOMES];
+
+impl IssuerCounters {
+    const fn new() -> Self {
+        IssuerCounters {
+            hash: [ZERO_U64; SLOTS],
+            counts: [ZERO_ROW; SLOTS],
+        }
+    }
+
+    /// The slot of `h`, claimed when `claim` and none holds it yet.
+    fn slot(&self, h: u64, claim: bool) -> Option<usize> {
+        for k in 0..PROBES {
+            let i = (h as usize).wrapping_add(k) % SLOTS;
+            match self.hash[i].load(Relaxed) {
+                x if x == h => return Some(i),
+                0 if claim => match self.hash[i].compare_exchange(0, h, Relaxed, Relaxed) {
+                    Ok(_) => return Some(i),
+                    Err(x) if x == h => return Some(i),
+                    Err(_) => {}
+                },
+                _ => {}
+            }
+        }
+        None
+    }
+}
+
+// SAFETY: the name is ours alone in the shared memory index.
+static COUNTERS: pgrx::atomics::PgAtomic<IssuerCounters> =
+    unsafe { pgrx::atomics::PgAtomic::new(c"token_store_issuer_counters") };
+
 /// Reserve the slots. From `shmem::init` (preloading only).
 pub fn init() {
     pg_shmem_init!(SHARED = Signals::new());
+    pg_shmem_init!(COUNTERS = IssuerCounters::new());
+}
+
+/// Count one verification of a token of `issuer`. Nothing without a preloaded library.
+pub fn count(issuer: &str, outcome: Result<(), Reason>) {
+    if !crate::shmem::shared() {
+        return;
+    }
+    let c = COUNTERS.get();
+    if let Some(i) = c.slot(rules::issuer_hash(database(), issuer), true) {
+        let j = match outcome {
+            Ok(()) => 0,
+            Err(r) => r.index() + 1,
+        };
+        c.counts[i][j].fetch_add(1, Relaxed);
+    }
+}
+
+/// The verification outcomes of `issuer` in this database since the server started, as
+/// `{"ok": n, "<reason>": n, ...}` (zeros without a preloaded library).
+pub fn counts(issuer: &str) -> serde_json::Value {
+    let mut out = serde_json::Map::new();
+    let slot = crate::shmem::shared()
+        .then(|| COUNTERS.get().slot(rules::issuer_hash(database(), issuer), false))
+        .flatten();
+    let get = |j: usize| slot.map_or(0, |i| COUNTERS.get().counts[i][j].load(Relaxed));
+    out.insert("ok".into(), get(0).into());
+    for r in Reason::ALL {
+        out.insert(r.as_str().into(), get(r.index() + 1).into());
+    }
+    serde_json::Value::Object(out)
 }
 
 fn database() -> u32 {

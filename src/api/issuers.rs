@@ -33,6 +33,14 @@ fn issuer_remove(issuer: Option<&str>) -> Option<bool> {
     Some(guarded(|| issuers::remove(issuer).or_raise()))
 }
 
+/// The verification outcomes of an issuer's tokens since the server started (`ok` and each reason),
+/// as `stats()` counts them for all tokens; zeros without a preloaded library.
+#[pg_extern(security_definer, stable)]
+#[search_path(pg_catalog, pg_temp)]
+fn issuer_verifications(issuer: &str) -> JsonB {
+    JsonB(guarded(|| issuers::verifications(issuer)))
+}
+
 /// Fetch one issuer's keys (or every issuer's) now; the rows of the `issuers` view after it.
 #[pg_extern(security_definer, volatile)]
 #[search_path(pg_catalog, pg_temp)]

@@ -45,14 +45,43 @@ fn parsed_key(alg: Alg, der: &[u8]) -> Option<Rc<LoadedKey>> {
     Some(key)
 }
 
+thread_local! {
+    // The registered issuer of the token being verified, for the per-issuer counts.
+    static VERIFYING: RefCell<Option<String>> = const { RefCell::new(None) };
+}
+
 /// The rules of the token's issuer when its `iss` is registered; None: the token is one of ours.
 pub fn rules_for(parsed: &Parsed) -> TsResult<Option<(String, IssuerPolicy)>> {
     match parsed.claims.iss.as_deref() {
         Some(iss) if !iss.is_empty() && iss.len() <= rules::MAX_URL_BYTES => {
-            Ok(store::issuer(iss)?.map(|p| (iss.to_owned(), p)))
+            let found = store::issuer(iss)?.map(|p| (iss.to_owned(), p));
+            if found.is_some() {
+                VERIFYING.set(Some(iss.to_owned()));
+            }
+            Ok(found)
         }
         _ => Ok(None),
     }
+}
+
+/// Around one counted verification: forget the issuer of the previous one, then count this one
+/// for its issuer when it had a registered one.
+pub fn counted<T>(verify: impl FnOnce() -> TsResult<T>) -> TsResult<T> {
+    VERIFYING.set(None);
+    let result = verify();
+    if let Some(iss) = VERIFYING.take() {
+        match &result {
+            Ok(_) => crate::worker_issuers::count(&iss, Ok(())),
+            Err(TsError::Rejected(r)) => crate::worker_issuers::count(&iss, Err(*r)),
+            Err(_) => {}
+        }
+    }
+    result
+}
+
+/// `issuer_verifications`: the outcome counts of an issuer's tokens.
+pub fn verifications(issuer: &str) -> Value {
+    crate::worker_issuers::counts(issuer)
 }
 
 fn max_stale_s() -> f64 {

@@ -122,7 +122,7 @@ pub fn verify<'a>(
     issuer: Option<&str>,
     mode: Mode,
 ) -> TsResult<Verified<'a>> {
-    let result = verify_uncounted(token, audience, issuer, mode);
+    let result = issuers::counted(|| verify_uncounted(token, audience, issuer, mode));
     match &result {
         Ok(_) => shmem::counters().count(Ok(())),
         Err(TsError::Rejected(r)) => shmem::counters().count(Err(*r)),

@@ -488,10 +488,18 @@ def test_stats_count_issuer_outcomes(ts, conn, provider):
     p = provider()
     add(ts, conn, p.issuer)
     before = ts.stats(conn)["verifications"]
-    assert ts.valid(conn, p.keys[0].sign(claims(p)))
+    assert row(ts, conn, p.issuer)["verifications"]["ok"] == 0
+    for _ in range(3):
+        assert ts.valid(conn, p.keys[0].sign(claims(p)))
+    ts.assert_rejected(conn, p.keys[0].sign(claims(p, ttl=-100)), "expired")
+    ts.assert_rejected(conn, p.keys[0].sign(claims(p), kid="nope"), "unknown_key")
     after = ts.stats(conn)["verifications"]
-    assert after["ok"] > before["ok"]
+    assert after["ok"] >= before["ok"] + 3
     assert "issuer_unavailable" in after
+    v = row(ts, conn, p.issuer)["verifications"]
+    # assert_rejected verifies three times (jwt_verify, jwt_valid, jwt_introspect)
+    assert (v["ok"], v["expired"], v["unknown_key"], v["bad_signature"]) == (3, 3, 3, 0), v
+    assert ts.one(conn, "SELECT token_store.issuer_verifications('never-registered')")["ok"] == 0
 
 
 # ---- replicas and restarts ----------------------------------------------------------------------
