@@ -213,9 +213,11 @@ impl Fetcher {
         }
     }
 
-    /// How long the worker may sleep before the next `tick`.
+    /// How long the worker may sleep before the next `tick`: short wherever issuers may be
+    /// registered, so that an early-fetch request (even for an issuer registered since the last
+    /// read) is seen within it.
     pub fn nap(&self) -> Duration {
-        if self.present && !self.states.is_empty() {
+        if self.present {
             NAP
         } else {
             Duration::from_secs_f64(REREAD_S)
