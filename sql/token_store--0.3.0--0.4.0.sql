@@ -75,7 +75,7 @@ AS 'MODULE_PATHNAME', 'issuer_refresh_wrapper';
 CREATE FUNCTION token_store."issuer_verifications"(
 	"issuer" TEXT
 ) RETURNS jsonb
-STABLE SECURITY DEFINER
+STABLE STRICT SECURITY DEFINER
 SET search_path TO pg_catalog, pg_temp
 LANGUAGE c
 AS 'MODULE_PATHNAME', 'issuer_verifications_wrapper';

@@ -10,9 +10,12 @@ import base64
 import hashlib
 import hmac
 import json
+import shutil
 import statistics
+import tempfile
 import time
 import uuid
+from pathlib import Path
 
 import psycopg
 import pytest
@@ -48,7 +51,11 @@ def cluster(ts, tls):
         # the purge worker of the new database starts within the launcher's nap
         ts.wait_for(lambda: c.one("SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'token_store purge'"),
                     30, "the worker of ts_iss")
-        yield c
+        try:
+            yield c
+        finally:
+            # kept for a look after a failure (the cluster's directory goes)
+            shutil.copy(c.server_log, Path(tempfile.gettempdir()) / "ts-test-issuers-server.log")
 
 
 @pytest.fixture
