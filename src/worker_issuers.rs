@@ -138,7 +138,11 @@ pub fn count(issuer: &str, outcome: Result<(), Reason>) {
 pub fn counts(issuer: &str) -> serde_json::Value {
     let mut out = serde_json::Map::new();
     let slot = crate::shmem::shared()
-        .then(|| COUNTERS.get().slot(rules::issuer_hash(database(), issuer), false))
+        .then(|| {
+            COUNTERS
+                .get()
+                .slot(rules::issuer_hash(database(), issuer), false)
+        })
         .flatten();
     let get = |j: usize| slot.map_or(0, |i| COUNTERS.get().counts[i][j].load(Relaxed));
     out.insert("ok".into(), get(0).into());
@@ -167,7 +171,9 @@ pub fn ask(issuer: &str, min_refresh_s: f64) {
     let i = (h % SLOTS as u64) as usize;
     let s = SHARED.get();
     let now = now_us();
-    if s.hash[i].load(Relaxed) == h && now - s.asked_us[i].load(Relaxed) < (min_refresh_s * 1e6) as i64 {
+    if s.hash[i].load(Relaxed) == h
+        && now - s.asked_us[i].load(Relaxed) < (min_refresh_s * 1e6) as i64
+    {
         return;
     }
     s.asked_us[i].store(now, Relaxed);
@@ -241,8 +247,10 @@ impl Fetcher {
             self.present = role != pg_sys::InvalidOid;
             self.states = states;
             self.next_read = now + REREAD_S;
-            self.seen.retain(|k, _| self.states.iter().any(|s| &s.issuer == k));
-            self.early.retain(|k, _| self.states.iter().any(|s| &s.issuer == k));
+            self.seen
+                .retain(|k, _| self.states.iter().any(|s| &s.issuer == k));
+            self.early
+                .retain(|k, _| self.states.iter().any(|s| &s.issuer == k));
         }
         let min_refresh = f64::from(crate::gucs::ISSUER_MIN_REFRESH.get().max(1));
         let mut due = Vec::new();

@@ -183,9 +183,7 @@ fn redirect_target(from: &Uri, location: &str) -> Result<String, String> {
         .parse()
         .map_err(|_| "redirect: the Location cannot be parsed".to_string())?;
     if to.scheme_str() != Some(scheme) {
-        return Err(format!(
-            "redirect refused: it leaves the {scheme} scheme"
-        ));
+        return Err(format!("redirect refused: it leaves the {scheme} scheme"));
     }
     if to.authority().map(|a| a.as_str()) != Some(authority) {
         return Err("redirect refused: it leaves the host".into());

@@ -252,7 +252,13 @@ pub fn apply(st: &FetchState, outcome: Outcome) -> TsResult<(Option<String>, boo
             let until = now + rules::fresh_for(st.refresh_s, max_age, min_refresh);
             let rows: Vec<_> = keys
                 .iter()
-                .map(|k| (k.kid.clone(), k.alg.map(Alg::as_str), k.material.bytes.clone()))
+                .map(|k| {
+                    (
+                        k.kid.clone(),
+                        k.alg.map(Alg::as_str),
+                        k.material.bytes.clone(),
+                    )
+                })
                 .collect();
             let written = store::store_keys(
                 st,

@@ -2,8 +2,8 @@
 
 use std::rc::Rc;
 
-use super::*;
 use super::issuers;
+use super::*;
 use crate::storage::{probe, TokenStatus};
 
 pub(super) fn max_token_bytes() -> usize {
@@ -70,7 +70,9 @@ pub(super) fn authenticate<'a>(token: &'a str) -> TsResult<(Parsed<'a>, String)>
     let alg = header_alg(&parsed)?;
     let kid = match issuers::rules_for(&parsed)? {
         Some((iss, rules)) => issuers::authenticate(&parsed, alg, &iss, &rules)?,
-        None => pick_key(&parsed, alg, candidates(&parsed, alg)?)?.kid.clone(),
+        None => pick_key(&parsed, alg, candidates(&parsed, alg)?)?
+            .kid
+            .clone(),
     };
     Ok((parsed, kid))
 }
@@ -150,7 +152,9 @@ pub(super) fn verify_uncounted<'a>(
             issuers::check_audiences(&parsed, rules)?;
             kid
         }
-        None => pick_key(&parsed, alg, candidates(&parsed, alg)?)?.kid.clone(),
+        None => pick_key(&parsed, alg, candidates(&parsed, alg)?)?
+            .kid
+            .clone(),
     };
     let audience = match &issuer_rules {
         Some((_, rules)) if rules.audiences.is_some() => audience.map(str::to_owned),

@@ -96,11 +96,10 @@ fn resolve() -> TsResult<Known> {
         let n = unsafe { pg_sys::get_attnum(table, name.as_ptr()) };
         if n <= 0 {
             return Err(TsError::NotInPrerequisiteState {
-                message: format!(
-                    "token_store's column {} is missing",
-                    name.to_string_lossy()
+                message: format!("token_store's column {} is missing", name.to_string_lossy()),
+                hint: Some(
+                    "Reinstall the extension with DROP EXTENSION and CREATE EXTENSION.".into(),
                 ),
-                hint: Some("Reinstall the extension with DROP EXTENSION and CREATE EXTENSION.".into()),
             });
         }
         Ok(n)
@@ -429,7 +428,8 @@ pub fn store_keys(
            failures = 0 \
          WHERE issuer = $1 AND jwks_uri IS NOT DISTINCT FROM $2";
     const DELETE: &str = "DELETE FROM token_store.issuer_keys WHERE issuer = $1";
-    const INSERT: &str = "INSERT INTO token_store.issuer_keys (issuer, position, kid, alg, material) \
+    const INSERT: &str =
+        "INSERT INTO token_store.issuer_keys (issuer, position, kid, alg, material) \
          VALUES ($1, $2, $3, $4, $5)";
     let updated = write(
         UPDATE,

@@ -148,12 +148,7 @@ fn non_public_v6(ip: Ipv6Addr) -> Option<&'static str> {
         return non_public_v4(v4);
     } else if s[0] == 0x2002 {
         // 6to4 embeds an IPv4 address in bits 16..48
-        let v4 = Ipv4Addr::new(
-            (s[1] >> 8) as u8,
-            s[1] as u8,
-            (s[2] >> 8) as u8,
-            s[2] as u8,
-        );
+        let v4 = Ipv4Addr::new((s[1] >> 8) as u8, s[1] as u8, (s[2] >> 8) as u8, s[2] as u8);
         return non_public_v4(v4);
     } else if s[0] == 0x2001 && s[1] == 0 {
         "Teredo tunnel"
@@ -243,7 +238,11 @@ pub fn issuer_jwks(jwks: &Value) -> Result<Vec<IssuerKey>, String> {
                 Some(a) if !a.is_hmac() => Some(a),
                 _ => continue,
             },
-            Some(_) => return Err(format!("the JWKS key at index {i} has an alg that is not a string")),
+            Some(_) => {
+                return Err(format!(
+                    "the JWKS key at index {i} has an alg that is not a string"
+                ))
+            }
         };
         let Some(read_as) = alg.or_else(|| reading_alg(o)) else {
             continue;
@@ -259,15 +258,14 @@ pub fn issuer_jwks(jwks: &Value) -> Result<Vec<IssuerKey>, String> {
             return Err(format!("the JWKS key at index {i} is a private key"));
         }
         if let Some(k) = kid.as_deref() {
-            if out.iter().any(|p| p.kid.as_deref() == Some(k) && p.alg == alg) {
+            if out
+                .iter()
+                .any(|p| p.kid.as_deref() == Some(k) && p.alg == alg)
+            {
                 return Err(format!("the JWKS has two keys with kid \"{k}\""));
             }
         }
-        out.push(IssuerKey {
-            kid,
-            alg,
-            material,
-        });
+        out.push(IssuerKey { kid, alg, material });
     }
     if out.is_empty() {
         return Err("the JWKS has no signing key token_store can use".into());
@@ -284,7 +282,9 @@ pub fn discovery_jwks_uri(doc: &Value, issuer: &str) -> Result<String, String> {
     match o.get("issuer").and_then(Value::as_str) {
         Some(i) if i == issuer => {}
         Some(_) => {
-            return Err("the discovery document names another issuer than the one registered".into())
+            return Err(
+                "the discovery document names another issuer than the one registered".into(),
+            )
         }
         None => return Err("the discovery document has no issuer".into()),
     }

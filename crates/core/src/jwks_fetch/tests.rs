@@ -122,7 +122,10 @@ fn addresses_are_classified() {
     ] {
         assert_eq!(np(public), None, "{public} is public");
     }
-    assert_eq!(np("169.254.169.254"), Some("link-local (cloud metadata services live here)"));
+    assert_eq!(
+        np("169.254.169.254"),
+        Some("link-local (cloud metadata services live here)")
+    );
 }
 
 #[test]
@@ -202,14 +205,17 @@ fn issuer_jwks_refuses_private_members_and_junk_whole() {
         .unwrap_err()
         .contains("at most"));
     // an RSA key whose modulus is junk is an error naming the key, not a panic
-    let err = issuer_jwks(&json!({"keys": [{"kty": "RSA", "alg": "RS256", "kid": "bad", "n": "AA", "e": "AQAB"}]}))
-        .unwrap_err();
+    let err = issuer_jwks(
+        &json!({"keys": [{"kty": "RSA", "alg": "RS256", "kid": "bad", "n": "AA", "e": "AQAB"}]}),
+    )
+    .unwrap_err();
     assert!(err.contains("\"bad\""), "{err}");
 }
 
 #[test]
 fn discovery_demands_the_same_issuer() {
-    let doc = json!({"issuer": "https://idp.example/realms/a", "jwks_uri": "https://idp.example/certs"});
+    let doc =
+        json!({"issuer": "https://idp.example/realms/a", "jwks_uri": "https://idp.example/certs"});
     assert_eq!(
         discovery_jwks_uri(&doc, "https://idp.example/realms/a").unwrap(),
         "https://idp.example/certs"
