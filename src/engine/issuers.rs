@@ -22,9 +22,11 @@ use token_store_core::keys::{load_key, KeyMaterial, LoadedKey};
 /// Most parsed issuer keys kept per backend; beyond it the cache starts afresh.
 const MAX_CACHED_KEYS: usize = 256;
 
+/// Parsed issuer keys by (alg, SPKI DER): keyed by content, so a key can never be stale.
+type ParsedKeys = HashMap<(Alg, Vec<u8>), Rc<LoadedKey>>;
+
 thread_local! {
-    // (alg, SPKI DER) -> parsed key. Keyed by content, so a key can never be stale.
-    static PARSED: RefCell<HashMap<(Alg, Vec<u8>), Rc<LoadedKey>>> = RefCell::new(HashMap::new());
+    static PARSED: RefCell<ParsedKeys> = RefCell::new(HashMap::new());
 }
 
 fn parsed_key(alg: Alg, der: &[u8]) -> Option<Rc<LoadedKey>> {
