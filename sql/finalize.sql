@@ -155,3 +155,40 @@ COMMENT ON FUNCTION token_store.purge_expired(text, bigint, double precision) IS
     'token_store: one purge step (tokens, sessions, subject_revocations): delete up to max_rows rows past their end';
 COMMENT ON ROLE token_store_purge IS
     'token_store: the role the purge worker acts as (NOLOGIN, granted to nobody): it can only call purge_expired';
+
+-- Issuers (issue 21): for token_store_admin only. The worker writes fetch results as the bootstrap
+-- superuser it connects as (search_path pinned), never as token_store_purge: a role that a CREATEROLE
+-- holder could make able to log in must not be able to plant an issuer's key.
+CREATE VIEW token_store.issuers AS
+    SELECT p.issuer,
+           coalesce(p.jwks_uri, p.discovered_jwks_uri) AS jwks_uri,
+           p.jwks_uri IS NULL AS discovery,
+           p.audiences, p.algs, p.refresh,
+           (SELECT count(*) FROM token_store.issuer_keys k WHERE k.issuer = p.issuer)::integer
+               AS key_count,
+           p.fetched_at, p.next_fetch_at, p.failures, p.last_error, p.last_error_at,
+           token_store.issuer_verifications(p.issuer) AS verifications
+    FROM token_store.identity_providers p;
+COMMENT ON VIEW token_store.issuers IS
+    'token_store: registered issuers and their fetch state, never key material';
+COMMENT ON FUNCTION token_store.issuer_verifications(text) IS
+    'token_store: verification outcomes of an issuer''s tokens since the server started';
+COMMENT ON FUNCTION token_store.issuer_add(text, text, text[], text[], interval) IS
+    'token_store: register or update an identity provider whose tokens are verified with its JWKS, and fetch its keys now';
+COMMENT ON FUNCTION token_store.issuer_remove(text) IS
+    'token_store: forget an issuer and its keys; true if it was registered';
+COMMENT ON FUNCTION token_store.issuer_refresh(text) IS
+    'token_store: fetch the keys of one issuer (or all) now and return their rows of the issuers view';
+REVOKE ALL ON FUNCTION
+    token_store.issuer_add(text, text, text[], text[], interval),
+    token_store.issuer_remove(text),
+    token_store.issuer_refresh(text),
+    token_store.issuer_verifications(text)
+FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION
+    token_store.issuer_add(text, text, text[], text[], interval),
+    token_store.issuer_remove(text),
+    token_store.issuer_refresh(text),
+    token_store.issuer_verifications(text)
+TO token_store_admin;
+GRANT SELECT ON token_store.issuers TO token_store_admin;

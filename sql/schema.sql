@@ -164,3 +164,43 @@ CREATE VIEW token_store.keys AS
     SELECT kid, alg, state, can_sign, created_at
     FROM token_store.signing_keys;
 COMMENT ON VIEW token_store.keys IS 'token_store: registered keys, never their material';
+
+-- Identity providers whose tokens are verified with their own published keys (issuers). The
+-- worker fetches each one's JWKS; issuer_keys holds the keys of its latest good fetch.
+CREATE TABLE token_store.identity_providers (
+    issuer              text        PRIMARY KEY CHECK (issuer <> '' AND octet_length(issuer) <= 2048),
+    -- null: OpenID Connect discovery at <issuer>/.well-known/openid-configuration
+    jwks_uri            text        CHECK (octet_length(jwks_uri) <= 2048),
+    audiences           text[],
+    algs                text[],
+    refresh             interval    NOT NULL DEFAULT '1 hour',
+    discovered_jwks_uri text,
+    etag                text,
+    -- the latest good fetch (200 or 304), and when its keys are due again
+    fetched_at          timestamptz,
+    fresh_until         timestamptz,
+    -- the latest attempt, good or not (early fetches are at most one per issuer_min_refresh)
+    attempted_at        timestamptz,
+    next_fetch_at       timestamptz NOT NULL DEFAULT now(),
+    failures            integer     NOT NULL DEFAULT 0,
+    last_error          text,
+    last_error_at       timestamptz,
+    created_at          timestamptz NOT NULL DEFAULT now()
+);
+COMMENT ON TABLE token_store.identity_providers IS
+    'token_store: issuers whose tokens are verified with the keys of their JWKS, and its fetch state';
+
+-- Public keys of each issuer (SPKI DER), as its JWKS listed them at the latest good fetch.
+CREATE TABLE token_store.issuer_keys (
+    issuer      text        NOT NULL REFERENCES token_store.identity_providers ON DELETE CASCADE,
+    position    integer     NOT NULL,
+    kid         text,
+    -- null: the JWK named none; it serves the issuer's algorithms of its key type
+    alg         text,
+    material    bytea       NOT NULL,
+    PRIMARY KEY (issuer, position)
+);
+COMMENT ON TABLE token_store.issuer_keys IS 'token_store: public keys fetched from each issuer''s JWKS';
+
+SELECT pg_catalog.pg_extension_config_dump('token_store.identity_providers', '');
+SELECT pg_catalog.pg_extension_config_dump('token_store.issuer_keys', '');

@@ -39,3 +39,115 @@ COMMENT ON FUNCTION token_store.purge_expired(text, bigint, double precision) IS
     'token_store: one purge step (tokens, sessions, subject_revocations): delete up to max_rows rows past their end';
 COMMENT ON ROLE token_store_purge IS
     'token_store: the role the purge worker acts as (NOLOGIN, granted to nobody): it can only call purge_expired';
+
+-- issue 21: issuers (identity providers whose tokens are verified with the keys of their JWKS)
+-- Identity providers whose tokens are verified with their own published keys (issuers). The
+-- worker fetches each one's JWKS; issuer_keys holds the keys of its latest good fetch.
+CREATE TABLE token_store.identity_providers (
+    issuer              text        PRIMARY KEY CHECK (issuer <> '' AND octet_length(issuer) <= 2048),
+    -- null: OpenID Connect discovery at <issuer>/.well-known/openid-configuration
+    jwks_uri            text        CHECK (octet_length(jwks_uri) <= 2048),
+    audiences           text[],
+    algs                text[],
+    refresh             interval    NOT NULL DEFAULT '1 hour',
+    discovered_jwks_uri text,
+    etag                text,
+    -- the latest good fetch (200 or 304), and when its keys are due again
+    fetched_at          timestamptz,
+    fresh_until         timestamptz,
+    -- the latest attempt, good or not (early fetches are at most one per issuer_min_refresh)
+    attempted_at        timestamptz,
+    next_fetch_at       timestamptz NOT NULL DEFAULT now(),
+    failures            integer     NOT NULL DEFAULT 0,
+    last_error          text,
+    last_error_at       timestamptz,
+    created_at          timestamptz NOT NULL DEFAULT now()
+);
+COMMENT ON TABLE token_store.identity_providers IS
+    'token_store: issuers whose tokens are verified with the keys of their JWKS, and its fetch state';
+
+-- Public keys of each issuer (SPKI DER), as its JWKS listed them at the latest good fetch.
+CREATE TABLE token_store.issuer_keys (
+    issuer      text        NOT NULL REFERENCES token_store.identity_providers ON DELETE CASCADE,
+    position    integer     NOT NULL,
+    kid         text,
+    -- null: the JWK named none; it serves the issuer's algorithms of its key type
+    alg         text,
+    material    bytea       NOT NULL,
+    PRIMARY KEY (issuer, position)
+);
+COMMENT ON TABLE token_store.issuer_keys IS 'token_store: public keys fetched from each issuer''s JWKS';
+
+SELECT pg_catalog.pg_extension_config_dump('token_store.identity_providers', '');
+SELECT pg_catalog.pg_extension_config_dump('token_store.issuer_keys', '');
+
+CREATE FUNCTION token_store."issuer_add"(
+	"issuer" TEXT,
+	"jwks_uri" TEXT DEFAULT NULL,
+	"audiences" TEXT[] DEFAULT NULL,
+	"algs" TEXT[] DEFAULT NULL,
+	"refresh" interval DEFAULT '1 hour'
+) RETURNS jsonb
+VOLATILE SECURITY DEFINER
+SET search_path TO pg_catalog, pg_temp
+LANGUAGE c
+AS 'MODULE_PATHNAME', 'issuer_add_wrapper';
+
+CREATE FUNCTION token_store."issuer_remove"(
+	"issuer" TEXT
+) RETURNS bool
+VOLATILE SECURITY DEFINER
+SET search_path TO pg_catalog, pg_temp
+LANGUAGE c
+AS 'MODULE_PATHNAME', 'issuer_remove_wrapper';
+
+CREATE FUNCTION token_store."issuer_refresh"(
+	"issuer" TEXT DEFAULT NULL
+) RETURNS jsonb
+VOLATILE SECURITY DEFINER
+SET search_path TO pg_catalog, pg_temp
+LANGUAGE c
+AS 'MODULE_PATHNAME', 'issuer_refresh_wrapper';
+
+CREATE FUNCTION token_store."issuer_verifications"(
+	"issuer" TEXT
+) RETURNS jsonb
+STABLE STRICT SECURITY DEFINER
+SET search_path TO pg_catalog, pg_temp
+LANGUAGE c
+AS 'MODULE_PATHNAME', 'issuer_verifications_wrapper';
+
+CREATE VIEW token_store.issuers AS
+    SELECT p.issuer,
+           coalesce(p.jwks_uri, p.discovered_jwks_uri) AS jwks_uri,
+           p.jwks_uri IS NULL AS discovery,
+           p.audiences, p.algs, p.refresh,
+           (SELECT count(*) FROM token_store.issuer_keys k WHERE k.issuer = p.issuer)::integer
+               AS key_count,
+           p.fetched_at, p.next_fetch_at, p.failures, p.last_error, p.last_error_at,
+           token_store.issuer_verifications(p.issuer) AS verifications
+    FROM token_store.identity_providers p;
+COMMENT ON VIEW token_store.issuers IS
+    'token_store: registered issuers and their fetch state, never key material';
+COMMENT ON FUNCTION token_store.issuer_verifications(text) IS
+    'token_store: verification outcomes of an issuer''s tokens since the server started';
+COMMENT ON FUNCTION token_store.issuer_add(text, text, text[], text[], interval) IS
+    'token_store: register or update an identity provider whose tokens are verified with its JWKS, and fetch its keys now';
+COMMENT ON FUNCTION token_store.issuer_remove(text) IS
+    'token_store: forget an issuer and its keys; true if it was registered';
+COMMENT ON FUNCTION token_store.issuer_refresh(text) IS
+    'token_store: fetch the keys of one issuer (or all) now and return their rows of the issuers view';
+REVOKE ALL ON FUNCTION
+    token_store.issuer_add(text, text, text[], text[], interval),
+    token_store.issuer_remove(text),
+    token_store.issuer_refresh(text),
+    token_store.issuer_verifications(text)
+FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION
+    token_store.issuer_add(text, text, text[], text[], interval),
+    token_store.issuer_remove(text),
+    token_store.issuer_refresh(text),
+    token_store.issuer_verifications(text)
+TO token_store_admin;
+GRANT SELECT ON token_store.issuers TO token_store_admin;
+REVOKE ALL ON token_store.identity_providers, token_store.issuer_keys, token_store.issuers FROM PUBLIC;

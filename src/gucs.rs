@@ -50,6 +50,19 @@ pub static SESSION_IDLE_TIMEOUT: GucSetting<i32> = GucSetting::<i32>::new(0);
 /// ends; 0: no limit.
 pub static SESSION_MAX_LIFETIME: GucSetting<i32> = GucSetting::<i32>::new(0);
 
+// Issuers (issue 21): fetching identity providers' keys.
+/// Seconds: the shortest time between two fetches of one issuer (max-age, early fetches).
+pub static ISSUER_MIN_REFRESH: GucSetting<i32> = GucSetting::<i32>::new(60);
+/// Seconds an issuer's last good keys stay usable past their due time while fetches fail.
+pub static ISSUER_MAX_STALE: GucSetting<i32> = GucSetting::<i32>::new(86_400);
+/// PEM file of CA certificates trusted for fetches, beside the system's store.
+pub static ISSUER_CA_FILE: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
+/// on: issuers' URLs may use plain http.
+pub static ISSUER_ALLOW_HTTP: GucSetting<bool> = GucSetting::<bool>::new(false);
+/// Comma-separated hosts whose non-public addresses (loopback, private, ...) fetches may reach.
+pub static ISSUER_ALLOWED_HOSTS: GucSetting<Option<CString>> =
+    GucSetting::<Option<CString>>::new(None);
+
 const SECRET: GucFlags = GucFlags::SUPERUSER_ONLY.union(GucFlags::NO_SHOW_ALL);
 
 /// What kind of setting a row of [`SETTINGS`] defines, with its kind's own fields.
@@ -286,6 +299,54 @@ static SETTINGS: &[Setting] = &[
             min: 16,
             max: 64 * 1024 * 1024,
         },
+    },
+    Setting {
+        name: c"token_store.issuer_min_refresh",
+        short: c"Shortest time between two fetches of one issuer's keys.",
+        long: c"Bounds Cache-Control max-age and the early fetches that unknown kids ask for.",
+        context: Ctx::Sighup,
+        flags: GucFlags::UNIT_S,
+        kind: Kind::Int {
+            setting: &ISSUER_MIN_REFRESH,
+            min: 1,
+            max: 86_400,
+        },
+    },
+    Setting {
+        name: c"token_store.issuer_max_stale",
+        short: c"How long an issuer's last good keys stay in use past their due time while fetches fail.",
+        long: c"Beyond it the issuer's tokens are refused (issuer_unavailable).",
+        context: Ctx::Sighup,
+        flags: GucFlags::UNIT_S,
+        kind: Kind::Int {
+            setting: &ISSUER_MAX_STALE,
+            min: 0,
+            max: i32::MAX,
+        },
+    },
+    Setting {
+        name: c"token_store.issuer_ca_file",
+        short: c"PEM file of CA certificates trusted for fetching issuers' keys, beside the system's store.",
+        long: c"",
+        context: Ctx::Sighup,
+        flags: GucFlags::SUPERUSER_ONLY,
+        kind: Kind::Str(&ISSUER_CA_FILE),
+    },
+    Setting {
+        name: c"token_store.issuer_allow_http",
+        short: c"Allow issuers' URLs with plain http.",
+        long: c"",
+        context: Ctx::Sighup,
+        flags: GucFlags::SUPERUSER_ONLY,
+        kind: Kind::Bool(&ISSUER_ALLOW_HTTP),
+    },
+    Setting {
+        name: c"token_store.issuer_allowed_hosts",
+        short: c"Hosts whose loopback, private or other non-public addresses fetches of issuers' keys may reach.",
+        long: c"Comma-separated host names or addresses.",
+        context: Ctx::Sighup,
+        flags: GucFlags::SUPERUSER_ONLY,
+        kind: Kind::Str(&ISSUER_ALLOWED_HOSTS),
     },
 ];
 

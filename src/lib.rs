@@ -15,6 +15,7 @@ mod replication;
 mod shmem;
 mod storage;
 mod worker;
+mod worker_issuers;
 
 ::pgrx::pg_module_magic!();
 

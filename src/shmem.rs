@@ -133,6 +133,7 @@ static PRELOADED: AtomicBool = AtomicBool::new(false);
 /// Reserve the shared counters. Only from `_PG_init` while preloading.
 pub fn init() {
     pg_shmem_init!(SHARED = Counters::new());
+    crate::worker_issuers::init();
     PRELOADED.store(true, Relaxed);
 }
 

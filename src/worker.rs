@@ -469,7 +469,7 @@ fn pin_settings() {
 /// Run `body` as `role` in a restricted security context (no SET ROLE, no temporary objects, no
 /// cursors or settings that outlive it), then switch back. Inside a transaction: its abort, should
 /// `body` fail, restores the user and context it started with.
-fn as_role<R>(role: pg_sys::Oid, body: impl FnOnce() -> R) -> R {
+pub(crate) fn as_role<R>(role: pg_sys::Oid, body: impl FnOnce() -> R) -> R {
     let mut user = pg_sys::InvalidOid;
     let mut context: std::ffi::c_int = 0;
     // SAFETY: both pointers are to locals that outlive the call.
@@ -613,8 +613,10 @@ pub extern "C-unwind" fn token_store_purge_main(arg: pg_sys::Datum) {
 
     let mut said: Option<NotReady> = None;
     let mut last_round: Option<Instant> = None;
+    let mut issuers = crate::worker_issuers::Fetcher::new();
     while !shutdown_requested() {
         reload_if_asked();
+        issuers.tick(shutdown_requested);
         let interval = Duration::from_secs(gucs::PURGE_INTERVAL.get().max(0) as u64);
         let now = Instant::now();
         // interval 0: purging is off; sleep until a reload or shutdown wakes us
@@ -634,7 +636,7 @@ pub extern "C-unwind" fn token_store_purge_main(arg: pg_sys::Datum) {
                     "idle: waiting for the next purge round"
                 },
             );
-            if !BackgroundWorker::wait_latch(Some(wait)) {
+            if !BackgroundWorker::wait_latch(Some(wait.min(issuers.nap()))) {
                 break;
             }
             continue;

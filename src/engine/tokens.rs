@@ -2,6 +2,7 @@
 
 use std::rc::Rc;
 
+use super::issuers;
 use super::*;
 use crate::storage::probe::WriterSnapshot;
 use crate::storage::{direct, TokenStatus};
@@ -63,6 +64,16 @@ fn candidates(parsed: &Parsed, alg: Alg) -> TsResult<Rc<Vec<Rc<KeyRow>>>> {
     })
 }
 
+/// The kid of the key that verifies a parsed token's signature: the key its header names (or the
+/// candidates of its alg), or, for a token of a registered issuer, that issuer's keys only.
+fn authenticated_kid(parsed: &Parsed) -> TsResult<String> {
+    let alg = header_alg(parsed)?;
+    Ok(match issuers::rules_for(parsed)? {
+        Some((iss, rules)) => issuers::authenticate(parsed, alg, &iss, &rules)?,
+        None => pick_key(parsed, alg, candidates(parsed, alg)?)?.kid.clone(),
+    })
+}
+
 /// What the tables say about a token and its subject, read by index probes under the active
 /// snapshot: what a SELECT in the calling statement would see (for a STABLE reader, not the rows
 /// its own statement writes; the writers read under a snapshot of their own, see WriterSnapshot).
@@ -112,11 +123,11 @@ pub fn verify<'a>(
     issuer: Option<&str>,
     mode: Mode,
 ) -> TsResult<Verified<'a>> {
-    let result = verify_uncounted(token, audience, issuer, mode);
     if crate::planning::planning() {
         // the planner estimating a plan; the executor's evaluation is the one counted
-        return result;
+        return verify_uncounted(token, audience, issuer, mode);
     }
+    let result = issuers::counted(|| verify_uncounted(token, audience, issuer, mode));
     match &result {
         Ok(_) => shmem::counters().count(Ok(())),
         Err(TsError::Rejected(r)) => shmem::counters().count(Err(*r)),
@@ -136,8 +147,22 @@ pub(super) fn verify_uncounted<'a>(
     let alg = header_alg(&parsed)?;
     let hash = jws::token_hash(&parsed);
     let subject = parsed.claims.sub.as_deref();
-    let key = pick_key(&parsed, alg, candidates(&parsed, alg)?)?;
-    let audience = setting_or(audience, &gucs::AUDIENCE);
+    // a token of a registered issuer: its keys, algorithms and audiences only, never stored
+    let issuer_rules = issuers::rules_for(&parsed)?;
+    let kid = match &issuer_rules {
+        Some((iss, rules)) => {
+            let kid = issuers::authenticate(&parsed, alg, iss, rules)?;
+            issuers::check_audiences(&parsed, rules)?;
+            kid
+        }
+        None => pick_key(&parsed, alg, candidates(&parsed, alg)?)?
+            .kid
+            .clone(),
+    };
+    let audience = match &issuer_rules {
+        Some((_, rules)) if rules.audiences.is_some() => audience.map(str::to_owned),
+        _ => setting_or(audience, &gucs::AUDIENCE),
+    };
     let issuer = setting_or(issuer, &gucs::ISSUER);
     let policy = Policy {
         now: now_secs(),
@@ -161,17 +186,26 @@ pub(super) fn verify_uncounted<'a>(
             return Err(TsError::Rejected(Reason::SubjectRevoked));
         }
     }
-    if let Some(sid) = parsed.claims.sid.as_deref() {
+    // an issuer's `sid` names a session of that provider, not one of ours
+    let sid = issuer_rules
+        .is_none()
+        .then_some(parsed.claims.sid.as_deref())
+        .flatten();
+    if let Some(sid) = sid {
         if storage::sessions::session_ended(sid)? {
             return Err(TsError::Rejected(Reason::SessionEnded));
         }
     }
-    if status.stored.is_none() && mode == Mode::Verify && gucs::REQUIRE_STORED.get() {
+    if status.stored.is_none()
+        && mode == Mode::Verify
+        && gucs::REQUIRE_STORED.get()
+        && issuer_rules.is_none()
+    {
         return Err(TsError::Rejected(Reason::NotStored));
     }
     Ok(Verified {
         parsed,
-        kid: key.kid.clone(),
+        kid,
         hash,
         token_id: status.stored.map(|(id, _)| id),
     })
@@ -370,13 +404,12 @@ pub fn revoke(token: &str, reason: Option<&str>) -> TsResult<bool> {
     if let Some(changed) = storage::revoke_by_hash(&hash, reason)? {
         return Ok(changed);
     }
-    let alg = header_alg(&parsed)?;
-    let key = pick_key(&parsed, alg, candidates(&parsed, alg)?)?;
+    let kid = authenticated_kid(&parsed)?;
     // Without exp the token can never verify, so there is nothing to deny.
     if parsed.claims.exp.is_none() {
         return Ok(false);
     }
-    match store_row(&parsed, &hash, &key.kid, true, reason)? {
+    match store_row(&parsed, &hash, &kid, true, reason)? {
         Some(_) => Ok(true),
         None => Ok(storage::revoke_by_hash(&hash, reason)?.unwrap_or(false)),
     }

@@ -18,6 +18,7 @@ use pgrx::{JsonB, Spi};
 
 use crate::error::{TsError, TsResult};
 
+pub mod issuers;
 pub mod sessions;
 
 /// `SELECT <key columns> FROM token_store.signing_keys <rest>`, built at compile time.

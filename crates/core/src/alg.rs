@@ -112,11 +112,12 @@ pub enum Reason {
     RefreshReused,
     SessionExpired,
     SessionIdle,
+    IssuerUnavailable,
 }
 
 impl Reason {
     /// Every reason, in a fixed order (also the order of the outcome counters).
-    pub const ALL: [Reason; 16] = [
+    pub const ALL: [Reason; 17] = [
         Reason::BadSignature,
         Reason::UnknownKey,
         Reason::AlgorithmNotAllowed,
@@ -133,6 +134,7 @@ impl Reason {
         Reason::RefreshReused,
         Reason::SessionExpired,
         Reason::SessionIdle,
+        Reason::IssuerUnavailable,
     ];
 
     /// The contract's reason code.
@@ -154,6 +156,7 @@ impl Reason {
             Reason::RefreshReused => "refresh_reused",
             Reason::SessionExpired => "session_expired",
             Reason::SessionIdle => "session_idle",
+            Reason::IssuerUnavailable => "issuer_unavailable",
         }
     }
 
@@ -200,6 +203,7 @@ mod tests {
                 "refresh_reused",
                 "session_expired",
                 "session_idle",
+                "issuer_unavailable",
             ]
         );
         for (i, r) in Reason::ALL.iter().enumerate() {
