@@ -8,7 +8,7 @@ use std::ops::Range;
 use serde_json::{Map, Value};
 
 #[allow(unused_imports)] // named in the docs
-use crate::claims::{check_json, registered_claims};
+use crate::claims::{check_id_claim_length, check_json, registered_claims, MAX_ID_CLAIM_BYTES};
 use crate::claims::{Claims, MAX_NUMERIC_DATE, MIN_NUMERIC_DATE};
 use crate::keys::LoadedKey;
 use crate::scan;
@@ -198,6 +198,16 @@ fn claims_at(text: &str, f: &[Option<Range<usize>>; CLAIM_NAMES.len()]) -> Resul
                 .ok_or_else(|| format!("{name} is not a string")),
         }
     };
+    // first, as `registered_claims` does: a string of an identifying claim over the bound. Its
+    // text is at least as long as its value (quotes, escapes), so only a long one is unescaped.
+    for (k, name) in [(4, "sub"), (5, "iss"), (6, "jti"), (7, "sid")] {
+        let Some(span) = f[k].as_ref().filter(|s| s.len() > MAX_ID_CLAIM_BYTES + 2) else {
+            continue;
+        };
+        if let Some(s) = scan::string_at(text, span) {
+            check_id_claim_length(name, &s)?;
+        }
+    }
     Ok(Claims {
         exp: date(1, "exp")?,
         nbf: date(2, "nbf")?,
