@@ -58,6 +58,8 @@ def sample(ts, conn, name: str, typ: str):
         return sql.SQL("{}::uuid").format(sql.Literal(str(uuid.uuid4())))
     if typ in ("integer", "bigint"):
         return sql.SQL("10")
+    if typ == "text[]":
+        return sql.SQL("{}::text[]").format(sql.Literal(["RS256"] if name == "algs" else ["nulls-aud"]))
     value = {
         "token": ts.issue(conn, ts.claims(sub="nulls"), kid=KID),
         "kid": "k-nulls-new",

@@ -32,6 +32,7 @@ PINNED_SEARCH_PATH = "search_path=pg_catalog, pg_temp"
 DUMMY_ARGS = {
     "text": "x", "jsonb": Jsonb({}), "interval": datetime.timedelta(minutes=1),
     "uuid": uuid.UUID(int=0), "bigint": 1, "integer": 1, "boolean": False, "double precision": 1.0,
+    "text[]": ["x"],
 }
 
 
