@@ -58,6 +58,10 @@ def sample(ts, conn, name: str, typ: str):
         return sql.SQL("{}::uuid").format(sql.Literal(str(uuid.uuid4())))
     if typ in ("integer", "bigint"):
         return sql.SQL("10")
+    if typ == "double precision":
+        return sql.SQL("1.0::double precision")
+    if typ == "boolean":
+        return sql.SQL("false")
     if typ == "text[]":
         return sql.SQL("{}::text[]").format(sql.Literal(["RS256"] if name == "algs" else ["nulls-aud"]))
     value = {
