@@ -112,11 +112,20 @@ pub enum Reason {
     RefreshReused,
     SessionExpired,
     SessionIdle,
+    DpopInvalid,
+    DpopReplayed,
+    DpopStale,
+    DpopHtmMismatch,
+    DpopHtuMismatch,
+    DpopAthMismatch,
+    DpopNonceMismatch,
+    DpopRequired,
+    DpopMismatch,
 }
 
 impl Reason {
     /// Every reason, in a fixed order (also the order of the outcome counters).
-    pub const ALL: [Reason; 16] = [
+    pub const ALL: [Reason; 25] = [
         Reason::BadSignature,
         Reason::UnknownKey,
         Reason::AlgorithmNotAllowed,
@@ -133,6 +142,15 @@ impl Reason {
         Reason::RefreshReused,
         Reason::SessionExpired,
         Reason::SessionIdle,
+        Reason::DpopInvalid,
+        Reason::DpopReplayed,
+        Reason::DpopStale,
+        Reason::DpopHtmMismatch,
+        Reason::DpopHtuMismatch,
+        Reason::DpopAthMismatch,
+        Reason::DpopNonceMismatch,
+        Reason::DpopRequired,
+        Reason::DpopMismatch,
     ];
 
     /// The contract's reason code.
@@ -154,6 +172,15 @@ impl Reason {
             Reason::RefreshReused => "refresh_reused",
             Reason::SessionExpired => "session_expired",
             Reason::SessionIdle => "session_idle",
+            Reason::DpopInvalid => "dpop_invalid",
+            Reason::DpopReplayed => "dpop_replayed",
+            Reason::DpopStale => "dpop_stale",
+            Reason::DpopHtmMismatch => "dpop_htm_mismatch",
+            Reason::DpopHtuMismatch => "dpop_htu_mismatch",
+            Reason::DpopAthMismatch => "dpop_ath_mismatch",
+            Reason::DpopNonceMismatch => "dpop_nonce_mismatch",
+            Reason::DpopRequired => "dpop_required",
+            Reason::DpopMismatch => "dpop_mismatch",
         }
     }
 
@@ -200,6 +227,15 @@ mod tests {
                 "refresh_reused",
                 "session_expired",
                 "session_idle",
+                "dpop_invalid",
+                "dpop_replayed",
+                "dpop_stale",
+                "dpop_htm_mismatch",
+                "dpop_htu_mismatch",
+                "dpop_ath_mismatch",
+                "dpop_nonce_mismatch",
+                "dpop_required",
+                "dpop_mismatch",
             ]
         );
         for (i, r) in Reason::ALL.iter().enumerate() {

@@ -59,6 +59,15 @@ fn decode_object(part: &str, what: &str) -> Result<Map<String, Value>, String> {
 
 /// Split and decode a compact JWS. The error says what is wrong without quoting the token.
 pub fn parse(token: &str, max_bytes: usize) -> Result<Parsed<'_>, String> {
+    parse_with_header(token, max_bytes).map(|(parsed, _)| parsed)
+}
+
+/// [`parse`], also giving the whole protected header as a JSON object (a DPoP proof carries its
+/// `typ` and `jwk` there).
+pub fn parse_with_header(
+    token: &str,
+    max_bytes: usize,
+) -> Result<(Parsed<'_>, Map<String, Value>), String> {
     if token.len() > max_bytes {
         return Err(format!(
             "token is {} bytes, longer than token_store.max_token_bytes ({max_bytes})",
@@ -95,13 +104,14 @@ pub fn parse(token: &str, max_bytes: usize) -> Result<Parsed<'_>, String> {
     }
     let payload = decode_object(p, "payload")?;
     let claims = registered_claims(&payload)?;
-    Ok(Parsed {
+    let parsed = Parsed {
         header: Header { alg, kid },
         claims,
         payload,
         signing_input: &token[..h.len() + 1 + p.len()],
         signature: s,
-    })
+    };
+    Ok((parsed, header_obj))
 }
 
 /// The identity of a token: SHA-256 of its text, except that an ECDSA signature's `s` is first put
