@@ -50,6 +50,15 @@ pub static SESSION_IDLE_TIMEOUT: GucSetting<i32> = GucSetting::<i32>::new(0);
 /// ends; 0: no limit.
 pub static SESSION_MAX_LIFETIME: GucSetting<i32> = GucSetting::<i32>::new(0);
 
+/// on: `jwt_verify`, `jwt_valid` and `jwt_introspect` refuse a token bound to a DPoP key
+/// (`cnf.jkt`) with `dpop_required`; only `jwt_verify_dpop` accepts it.
+pub static DPOP_ENFORCE: GucSetting<bool> = GucSetting::<bool>::new(true);
+/// Seconds a DPoP proof is accepted after its `iat` (plus the leeway); its `jti` is kept as long.
+pub static DPOP_MAX_AGE: GucSetting<i32> = GucSetting::<i32>::new(60);
+/// Channel on which every committed revocation, session end and key state change is announced
+/// with NOTIFY; empty: none.
+pub static NOTIFY_CHANNEL: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
+
 const SECRET: GucFlags = GucFlags::SUPERUSER_ONLY.union(GucFlags::NO_SHOW_ALL);
 
 /// Register every setting. Called once from `_PG_init`; `preloading` is true when the library is
@@ -222,6 +231,68 @@ pub fn init(preloading: bool) {
         GucContext::Suset,
         GucFlags::UNIT_BYTE,
     );
+    // issue 23: DPoP and revocation events
+    GucRegistry::define_bool_guc(
+        c"token_store.dpop_enforce",
+        c"on: jwt_verify, jwt_valid and jwt_introspect refuse a DPoP-bound token (dpop_required).",
+        c"A token with cnf.jkt is then accepted only by jwt_verify_dpop, with a proof of its key.",
+        &DPOP_ENFORCE,
+        GucContext::Suset,
+        GucFlags::default(),
+    );
+    GucRegistry::define_int_guc(
+        c"token_store.dpop_max_age",
+        c"How long after its iat a DPoP proof is accepted (plus token_store.leeway).",
+        c"The replay cache keeps each proof's jti as long.",
+        &DPOP_MAX_AGE,
+        1,
+        86_400,
+        GucContext::Suset,
+        GucFlags::UNIT_S,
+    );
+    // SAFETY: check_notify_channel is `#[pg_guard]`ed and follows the check hook contract.
+    unsafe {
+        GucRegistry::define_string_guc_with_hooks(
+            c"token_store.notify_channel",
+            c"Channel on which revocations, session ends and key state changes are announced (NOTIFY); empty: none.",
+            c"Sent at commit, one notification per change, a JSON payload without token or claims.",
+            &NOTIFY_CHANNEL,
+            GucContext::Suset,
+            GucFlags::default(),
+            Some(check_notify_channel),
+            None,
+            None,
+        );
+    }
+}
+
+// A channel name NOTIFY would refuse is refused here, so a revocation never fails for it.
+#[pgrx::pg_guard]
+unsafe extern "C-unwind" fn check_notify_channel(
+    newval: *mut *mut std::ffi::c_char,
+    _extra: *mut *mut std::ffi::c_void,
+    _source: pg_sys::GucSource::Type,
+) -> bool {
+    // SAFETY: `newval` points at a valid NUL-terminated string or NULL (DefineCustomStringVariable).
+    let len = unsafe {
+        let p = *newval;
+        if p.is_null() {
+            0
+        } else {
+            CStr::from_ptr(p).to_bytes().len()
+        }
+    };
+    if len >= pg_sys::NAMEDATALEN as usize {
+        set_check_error(
+            "token_store.notify_channel",
+            &format!(
+                "a channel name is at most {} bytes",
+                pg_sys::NAMEDATALEN - 1
+            ),
+        );
+        return false;
+    }
+    true
 }
 
 /// `(grace, revoked_grace)` in seconds for a purge: revoked rows also outlive the leeway.

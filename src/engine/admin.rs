@@ -29,10 +29,10 @@ pub fn purge(max_rows: Option<i64>) -> TsResult<i64> {
 
 /// The purge loop of both `purge()` and the purge worker: batches of
 /// `token_store.purge_batch_size` expired rows until one comes back short, `max_rows` are gone
-/// or `stop()` says so; the same for ended and expired sessions (with their refresh tokens); then
-/// the subject revocations past their TTL. `run` runs each step: in the
+/// or `stop()` says so; the same for ended and expired sessions (with their refresh tokens) and for
+/// expired DPoP proofs; then the subject revocations past their TTL. `run` runs each step: in the
 /// caller's transaction for `purge()`, in a transaction of its own as the purge role for the
-/// worker. Returns how many token and session rows were deleted.
+/// worker. Returns how many token, session and proof rows were deleted.
 pub fn purge_rounds(
     max_rows: Option<i64>,
     stop: impl Fn() -> bool,
@@ -69,6 +69,18 @@ pub fn purge_rounds(
             }
             storage::sessions::purge_sessions(want, grace, revoked_grace)
         })?;
+        total += n;
+        if (n as i64) < want || stop() {
+            break;
+        }
+    }
+    // then the DPoP proofs remembered past their lifetime (issue 23)
+    loop {
+        let want = max_rows.map_or(batch, |m| batch.min(m - total as i64));
+        if want <= 0 {
+            break;
+        }
+        let n = run(&mut || super::dpop::purge_proofs(want, grace))?;
         total += n;
         if (n as i64) < want || stop() {
             break;

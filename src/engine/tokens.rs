@@ -101,6 +101,9 @@ pub enum Mode {
     Verify,
     /// For `jwt_store`: not being stored yet is the point.
     Store,
+    /// For `jwt_verify_dpop`: as `Verify`, and a DPoP-bound token is expected (its caller checks
+    /// the binding).
+    Dpop,
 }
 
 pub(super) fn setting_or(
@@ -147,6 +150,13 @@ pub(super) fn verify_uncounted<'a>(
         issuer: issuer.as_deref(),
     };
     claims::check_claims(&parsed.claims, &policy).map_err(TsError::Rejected)?;
+    // a DPoP-bound token is worth nothing without a proof of its key (RFC 9449 section 7.1)
+    if mode == Mode::Verify
+        && gucs::DPOP_ENFORCE.get()
+        && token_store_core::dpop::is_bound(&parsed.payload)
+    {
+        return Err(TsError::Rejected(Reason::DpopRequired));
+    }
     let status = token_status(&hash, subject)?;
     if let Some((_, true)) = status.stored {
         return Err(TsError::Rejected(Reason::Revoked));
@@ -162,7 +172,7 @@ pub(super) fn verify_uncounted<'a>(
             return Err(TsError::Rejected(Reason::SessionEnded));
         }
     }
-    if status.stored.is_none() && mode == Mode::Verify && gucs::REQUIRE_STORED.get() {
+    if status.stored.is_none() && mode != Mode::Store && gucs::REQUIRE_STORED.get() {
         return Err(TsError::Rejected(Reason::NotStored));
     }
     Ok(Verified {

@@ -14,6 +14,7 @@ use pgrx::{JsonB, Spi};
 
 use crate::error::{TsError, TsResult};
 
+pub mod dpop;
 pub mod sessions;
 
 /// `SELECT <key columns> FROM token_store.signing_keys <rest>`, built at compile time.
@@ -455,6 +456,10 @@ pub fn purge_privileges_held() -> TsResult<bool> {
           AND pg_catalog.has_any_column_privilege('token_store.sessions', 'UPDATE') \
           AND pg_catalog.has_table_privilege('token_store.refresh_tokens', 'SELECT') \
           AND pg_catalog.has_table_privilege('token_store.refresh_tokens', 'DELETE')) \
+         AND (pg_catalog.to_regclass('token_store.dpop_proofs') IS NULL OR \
+              pg_catalog.has_table_privilege('token_store.dpop_proofs', 'SELECT') \
+          AND pg_catalog.has_table_privilege('token_store.dpop_proofs', 'DELETE') \
+          AND pg_catalog.has_any_column_privilege('token_store.dpop_proofs', 'UPDATE')) \
          ELSE false END";
     read(SQL, &[], &[], |t| {
         Ok(t.first().get::<bool>(1)?.unwrap_or(false))

@@ -745,7 +745,9 @@ def readme_members() -> set[str]:
     api = readme_section("API")
     members = set()
     for name, args in re.findall(r"^#### `(\w+)\(([^)]*)\)", api, re.M):
-        types = [a.split()[1] for a in args.split(",") if a.strip()]
+        # pg_describe_object spells types out (timestamptz: timestamp with time zone)
+        spelled = {"timestamptz": "timestamp with time zone"}
+        types = [spelled.get(a.split()[1], a.split()[1]) for a in args.split(",") if a.strip()]
         members.add(f"function token_store.{name}({','.join(types)})")
     members |= {f"view token_store.{v}" for v in re.findall(r"view `token_store\.(\w+)`", api)}
     table_text = readme_section("The managed table")

@@ -5,6 +5,7 @@ pub mod aead;
 pub mod alg;
 pub mod claims;
 pub mod dpop;
+pub mod events;
 pub mod jws;
 pub mod keys;
 pub mod refresh;
