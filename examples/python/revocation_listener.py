@@ -22,6 +22,7 @@ CHANNEL = "token_store_events"
 # Each event is dated at the start of its transaction but arrives at commit, so a catch-up reaches
 # back this far before the last event seen; events already known are simply seen twice.
 CATCH_UP_MARGIN = dt.timedelta(minutes=5)
+APPLICATION_NAME = "token_store revocation listener"
 
 
 class DenySet:
@@ -100,7 +101,7 @@ def listen(conninfo: str, deny: DenySet, stop: threading.Event, on_event=None, c
     again) when the connection is lost."""
     while not stop.is_set():
         try:
-            with psycopg.connect(conninfo, autocommit=True) as conn:
+            with psycopg.connect(conninfo, autocommit=True, application_name=APPLICATION_NAME) as conn:
                 conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(channel)))
                 # after LISTEN: whatever commits from now on is notified, the rest is in the tables
                 catch_up(conn, deny)

@@ -103,7 +103,7 @@ def test_rolled_back_changes_say_nothing(ts, db, conn, listener):
     t = ts.issue(conn, ts.claims("ev-rollback"), kid=KID)
     kid = f"ev-rb-{uuid.uuid4()}"
     conn.execute("SELECT token_store.generate_key(%s, 'ES256')", (kid,))
-    s = conn.execute("SELECT token_store.session_start(%s)", (Jsonb({"sub": "ev-rollback"}),)).fetchone()[0]
+    s = conn.execute("SELECT token_store.session_start(%s, kid => %s)", (Jsonb({"sub": "ev-rollback"}), KID)).fetchone()[0]
     tx = ts.connect(db)
     tx.autocommit = False
     ts.revoke(tx, t)
@@ -127,7 +127,7 @@ def test_subject_sessions_and_keys(ts, conn, listener):
     drain(listener, 0.2)
     sub = f"ev-subj-{uuid.uuid4()}"
     stored = [ts.issue(conn, ts.claims(sub), kid=KID) for _ in range(2)]
-    s = conn.execute("SELECT token_store.session_start(%s)", (Jsonb({"sub": sub}),)).fetchone()[0]
+    s = conn.execute("SELECT token_store.session_start(%s, kid => %s)", (Jsonb({"sub": sub}), KID)).fetchone()[0]
     conn.execute("SELECT token_store.jwt_revoke_subject(%s)", (sub,))
     events = drain(listener)
     kinds = sorted(e["event"] for e in events)
@@ -141,7 +141,7 @@ def test_subject_sessions_and_keys(ts, conn, listener):
     # reuse detection
     conn.execute("SET token_store.refresh_reuse_interval = 0")
     try:
-        s = conn.execute("SELECT token_store.session_start(%s)", (Jsonb({"sub": sub}),)).fetchone()[0]
+        s = conn.execute("SELECT token_store.session_start(%s, kid => %s)", (Jsonb({"sub": sub}), KID)).fetchone()[0]
         conn.execute("SELECT token_store.session_refresh(%s)", (s["refresh_token"],))
         drain(listener, 0.2)
         answer = conn.execute("SELECT token_store.session_refresh(%s)", (s["refresh_token"],)).fetchone()[0]
@@ -221,7 +221,7 @@ def test_revocations_since_catches_up(ts, db, conn):
     sub = f"ev-since-{uuid.uuid4()}"
     t = ts.issue(conn, ts.claims(sub) | {"jti": "since-1"}, kid=KID)
     ts.revoke(conn, t)
-    s = conn.execute("SELECT token_store.session_start(%s)", (Jsonb({"sub": sub}),)).fetchone()[0]
+    s = conn.execute("SELECT token_store.session_start(%s, kid => %s)", (Jsonb({"sub": sub}), KID)).fetchone()[0]
     conn.execute("SELECT token_store.session_end(%s)", (s["session_id"],))
     rows = ts.rows(conn, "SELECT event, token_id::text, jti, sub, sid::text, kid FROM token_store.revocations_since(%s) "
                          "WHERE sub = %s", (start, sub))
@@ -261,15 +261,15 @@ def test_example_listener_keeps_its_deny_set(ts, db, conn):
         assert not deny.denied({"jti": "live", "sub": "ev-live", "iat": int(time.time())})
         ts.revoke(conn, live)
         ts.wait_for(lambda: deny.denied({"jti": "live"}), 10, "the listener to take in the revocation")
-        s = conn.execute("SELECT token_store.session_start(%s)", (Jsonb({"sub": "ev-live"}),)).fetchone()[0]
+        s = conn.execute("SELECT token_store.session_start(%s, kid => %s)", (Jsonb({"sub": "ev-live"}), KID)).fetchone()[0]
         conn.execute("SELECT token_store.session_end(%s)", (s["session_id"],))
         ts.wait_for(lambda: deny.denied({"sid": s["session_id"]}), 10, "the session end")
         conn.execute("SELECT token_store.jwt_revoke_subject('ev-subject')")
         ts.wait_for(lambda: deny.denied({"sub": "ev-subject", "iat": int(time.time()) - 5}), 10, "the subject")
         assert not deny.denied({"sub": "ev-subject", "iat": int(time.time()) + 60})
         # the listener's connection is killed; what commits meanwhile comes with the catch-up
-        listener_pid = ts.wait_for(lambda: ts.one(conn, "SELECT pid FROM pg_stat_activity WHERE query LIKE 'LISTEN%%' "
-                                                        "AND datname = %s AND pid <> pg_backend_pid() LIMIT 1", (db,)),
+        listener_pid = ts.wait_for(lambda: ts.one(conn, "SELECT pid FROM pg_stat_activity WHERE application_name = %s",
+                                                  (revocation_listener.APPLICATION_NAME,)),
                                    10, "the listener's backend")
         conn.execute("SELECT pg_terminate_backend(%s)", (listener_pid,))
         away = ts.issue(conn, ts.claims("ev-away") | {"jti": "away"}, kid=KID)
