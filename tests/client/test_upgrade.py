@@ -199,7 +199,7 @@ def test_update_from_each_older_release(ts, old):
     ts.assert_rejected(conn, ts.mint(ts.claims("up-erin", ttl=600) | {"iat": 1_000_000_000}, secret, "HS256",
                                      "up-hs"), "subject_revoked")
     payload_subs = sorted(p["sub"] for (p,) in conn.execute(
-        "SELECT token_store.jwt_payload(id) FROM token_store.tokens").fetchall())
+        "SELECT token_store.jwt_payload(id) FROM token_store.tokens WHERE subject <> 'up-old'").fetchall())
     assert payload_subs == ["up-alice", "up-bob", "up-carol", "up-dave", "up-frank"]
     assert ts.valid(conn, with_sid) is True
     if version_key(old) < version_key("0.3.0"):
