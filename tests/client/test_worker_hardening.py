@@ -67,6 +67,7 @@ GRANT USAGE ON SCHEMA token_store TO {PURGE_ROLE};
 GRANT SELECT, DELETE, UPDATE (created_at) ON token_store.tokens, token_store.subject_revocations TO {PURGE_ROLE};
 GRANT SELECT, DELETE, UPDATE (created_at) ON token_store.sessions TO {PURGE_ROLE};
 GRANT SELECT, DELETE ON token_store.refresh_tokens TO {PURGE_ROLE};
+GRANT SELECT, DELETE, UPDATE (expires_at) ON token_store.dpop_proofs TO {PURGE_ROLE};
 """
 
 
