@@ -503,7 +503,7 @@ fn say_not_ready(why: NotReady, db: &str) {
         NotReady::NoRole => (
             PgSqlErrorCode::ERRCODE_UNDEFINED_OBJECT,
             format!("token_store purge worker: role \"{role}\" does not exist; waiting"),
-            "The purge worker acts as this NOLOGIN role, which installing the extension creates. By hand: CREATE ROLE token_store_purge NOLOGIN, then grant it USAGE on schema token_store, and SELECT, DELETE and UPDATE (created_at) on token_store.tokens, token_store.subject_revocations and token_store.sessions, and SELECT, DELETE on token_store.refresh_tokens.",
+            "The purge worker acts as this NOLOGIN role, which installing the extension creates. By hand: CREATE ROLE token_store_purge NOLOGIN, then grant it USAGE on schema token_store, and SELECT, DELETE and UPDATE (created_at) on token_store.tokens, token_store.subject_revocations and token_store.sessions, and SELECT, DELETE on token_store.refresh_tokens, and SELECT, DELETE and UPDATE (expires_at) on token_store.dpop_proofs.",
         ),
         NotReady::SuperuserRole => (
             PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE,
@@ -513,7 +513,7 @@ fn say_not_ready(why: NotReady, db: &str) {
         NotReady::NoPrivileges => (
             PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE,
             format!("token_store purge worker: role \"{role}\" lacks privileges on the tables of token_store in database \"{db}\"; waiting"),
-            "It needs USAGE on schema token_store, SELECT, DELETE and UPDATE (created_at) on token_store.tokens, token_store.subject_revocations and token_store.sessions, and SELECT, DELETE on token_store.refresh_tokens, as the extension grants them.",
+            "It needs USAGE on schema token_store, SELECT, DELETE and UPDATE (created_at) on token_store.tokens, token_store.subject_revocations and token_store.sessions, SELECT, DELETE on token_store.refresh_tokens, and SELECT, DELETE and UPDATE (expires_at) on token_store.dpop_proofs, as the extension grants them.",
         ),
     };
     ErrorReport::new(code, message, "token_store")
