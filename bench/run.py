@@ -18,6 +18,8 @@ In one run it measures, on the same data:
                `openssl speed`'s verify of the same key type, interleaved
   no kid       the batch verify again for HS256 tokens without a `kid` header
   sessions     session_refresh per round trip beside jwt_issue and the same rows written by SQL
+  dpop         jwt_verify_dpop per round trip (a fresh ES256 proof each) beside jwt_verify and a
+               plain INSERT ... ON CONFLICT of the same replay-cache row
   purge        token_store.purge() against one bare DELETE on 1M expired rows, and the latency
                of jwt_valid on a second connection while each runs
   memory       a backend's RSS before and after 1M jwt_valid calls
@@ -449,6 +451,61 @@ class Bench:
             self.record(f"ts.valid.{alg}", runs[alg], n)
             self.record(f"floor.crate_decode.{alg}", crate[alg], n)
 
+    def issuer(self):
+        """Issue 21: a registered issuer's RS256 token with a known kid against a stored token of
+        our own RS256 key, jwt_valid in batch, 3 interleaved rounds. The issuer's JWKS is served
+        by a thread on 127.0.0.1 (plain http, allowed for that host by the settings set here)."""
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+        n = self.args.n_asym
+        key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        pub = json.loads(jwt.algorithms.RSAAlgorithm.to_jwk(key.public_key()))
+        pub.update({"kid": "bench-idp-1", "alg": "RS256", "use": "sig"})
+        body = json.dumps({"keys": [pub]}).encode()
+
+        class Jwks(BaseHTTPRequestHandler):
+            def do_GET(self):  # noqa: N802
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args):
+                pass
+
+        server = ThreadingHTTPServer(("127.0.0.1", 0), Jwks)
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        try:
+            self.q("ALTER SYSTEM SET token_store.issuer_allow_http = on")
+            self.q("ALTER SYSTEM SET token_store.issuer_allowed_hosts = '127.0.0.1'")
+            self.q("SELECT pg_reload_conf()")
+            time.sleep(1)
+            iss = "https://bench-idp.example"
+            uri = f"http://127.0.0.1:{server.server_address[1]}/jwks"
+            row = self.one("SELECT token_store.issuer_add(%s, %s)", (iss, uri))
+            assert row["key_count"] == 1, row
+            log(f"issuer: {n} RS256 tokens of a registered issuer")
+            now = int(time.time())
+            self.q("CREATE TABLE bench.issuer_rs256 (token text NOT NULL)")
+            with self.conn.cursor().copy("COPY bench.issuer_rs256 (token) FROM STDIN") as cp:
+                for i in range(n):
+                    cp.write_row((jwt.encode({"iss": iss, "sub": f"idp-user-{i}", "iat": now,
+                                              "exp": now + 86400, "jti": uuid.uuid4().hex}, key,
+                                             algorithm="RS256", headers={"kid": "bench-idp-1"}),))
+            self.settle("bench.issuer_rs256", table_of("RS256"))
+            ours, theirs = [], []
+            for _ in range(3):
+                ours.append(self.timed(
+                    f"SELECT count(*) FILTER (WHERE token_store.jwt_valid(token)) FROM {table_of('RS256')}",
+                    expect=n, what="jwt_valid RS256 (own key)"))
+                theirs.append(self.timed(
+                    "SELECT count(*) FILTER (WHERE token_store.jwt_valid(token)) FROM bench.issuer_rs256",
+                    expect=n, what="jwt_valid RS256 (issuer)"))
+            self.record("ts.valid.issuer.RS256", theirs, n)
+            self.record("ts.valid.own.RS256", ours, n)
+        finally:
+            server.shutdown()
+
     def signatures(self):
         """token_store_core's signature check per key type (bench/floor `signatures`: a fresh key,
         CPU time per check, key set-up excluded) against `openssl speed`'s verify column for the
@@ -621,6 +678,65 @@ class Bench:
                     f"runs {[round(t) for t in tps]}")
         # every rotation was a valid one: no session ended on the way
         assert self.one("SELECT count(*) FROM token_store.sessions WHERE ended_at IS NOT NULL") == 0
+
+    def dpop(self):
+        """jwt_verify_dpop per request (pgbench -M prepared, 1 and 2 clients): a DPoP-bound token
+        and a fresh ES256 proof per request (made here with PyJWT, every one used once, the next
+        one taken by a sequence), against jwt_verify of a bearer token on the same round trip and
+        against a plain INSERT ... ON CONFLICT DO NOTHING of the same replay-cache row
+        (bench/pgbench/dpop_*.sql). Issue 23's target: within 1.5x of that insert."""
+        a = self.args
+        htu = "https://api.example.com/v1/orders"
+        key = ec.generate_private_key(ec.SECP256R1())
+        nums = key.public_key().public_numbers()
+        b64 = lambda n: jwt.utils.base64url_encode(n.to_bytes(32, "big")).decode()
+        pub = {"crv": "P-256", "kty": "EC", "x": b64(nums.x), "y": b64(nums.y)}
+        canon = json.dumps(pub, separators=(",", ":"), sort_keys=True).encode()
+        jkt = jwt.utils.base64url_encode(hashlib.sha256(canon).digest()).decode()
+        # proofs stay acceptable for the whole stage: they are all made now
+        self.q(f"ALTER DATABASE {a.dbname} SET token_store.dpop_max_age = '1h'")
+        token = self.one("SELECT token_store.jwt_issue(%s::jsonb, '1 day')",
+                         (json.dumps({"sub": "bench-dpop-user", "cnf": {"jkt": jkt}}),))
+        plain = self.one("SELECT token_store.jwt_issue(%s::jsonb, '1 day')",
+                         (json.dumps({"sub": "bench-dpop-user"}),))
+        ath = jwt.utils.base64url_encode(hashlib.sha256(token.encode()).digest()).decode()
+        n = a.dpop_proofs
+        log(f"dpop: making {n} ES256 proofs")
+        now = int(time.time())
+        self.q("CREATE TABLE bench.dpop_in (i bigint PRIMARY KEY, jkt bytea NOT NULL, jti text NOT NULL, "
+               "proof text NOT NULL)")
+        raw_jkt = hashlib.sha256(canon).digest()
+        with self.conn.cursor().copy("COPY bench.dpop_in (i, jkt, jti, proof) FROM STDIN") as cp:
+            for i in range(1, n + 1):
+                jti = uuid.uuid4().hex
+                p = jwt.encode({"jti": jti, "htm": "GET", "htu": htu, "iat": now, "ath": ath}, key,
+                               algorithm="ES256", headers={"typ": "dpop+jwt", "jwk": pub})
+                cp.write_row((i, raw_jkt, jti, p))
+        first = self.one("SELECT proof FROM bench.dpop_in WHERE i = 1")
+        claims = self.one("SELECT token_store.jwt_verify_dpop(%s, %s, 'GET', %s)", (token, first, htu))
+        assert claims["cnf"]["jkt"] == jkt
+        for seq in ("verify", "plain", "insert"):
+            self.q(f"CREATE SEQUENCE bench.dpop_seq_{seq} START 2")
+        self.q("CREATE TABLE bench.f_dpop (LIKE token_store.dpop_proofs INCLUDING ALL)")
+        self.q("VACUUM ANALYZE bench.dpop_in, bench.f_dpop")
+        scripts = {"jwt_verify_dpop": "dpop_verify.sql", "jwt_verify": "dpop_jwt_verify.sql",
+                   "insert": "dpop_insert.sql"}
+        log(f"dpop: {a.pgbench_rounds} interleaved rounds of {a.pgbench_seconds} s, -M prepared")
+        res = self.m["dpop"] = {}
+        for clients in (1, 2):
+            runs = {name: [] for name in scripts}
+            for _ in range(a.pgbench_rounds):
+                for name, script in scripts.items():
+                    runs[name].append(self.run_pgbench(script, clients, [f"token={token}", f"plain={plain}"]))
+            for name, tps in runs.items():
+                res[f"{name}.c{clients}"] = {
+                    "tps": median(tps), "runs_tps": tps, "clients": clients,
+                    "ratio_to_insert": median([t / f for t, f in zip(tps, runs["insert"])])}
+                log(f"  {name:<16} clients={clients}  tps median {median(tps):9.0f}  "
+                    f"runs {[round(t) for t in tps]}")
+        used = self.one("SELECT last_value FROM bench.dpop_seq_verify")
+        assert used < n, f"the proofs ran out ({used} of {n}): raise --dpop-proofs"
+        assert self.one("SELECT count(*) FROM token_store.dpop_proofs") == used
 
     def memory(self):
         a = self.args
@@ -836,6 +952,10 @@ class Bench:
                 target(f"{alg} signature check / OpenSSL {row['openssl']} verify", row["ratio_to_openssl"], 1.5,
                        detail=f"CPU time per check, median of 3 interleaved rounds; "
                               f"{self.results['config'].get('openssl_version')}")
+        target("issuer RS256 token (known kid) / own RS256 token, jwt_valid",
+               per("ts.valid.issuer.RS256") / per("ts.valid.own.RS256"), 1.1,
+               detail=f"{self.args.n_asym} tokens each, batch, 3 interleaved rounds; the own tokens are "
+                      "stored (require_stored), the issuer's are not (they cannot be)")
         target("per request: jwt_verify / jwt_valid, 2 clients",
                r["jwt_verify.c2"]["tps"] / r["jwt_valid.c2"]["tps"], 0.9, at_most=False, detail=detail)
         target("stored HS256 verify without kid / floor", per("ts.valid_nokid.HS256") / fl["verify.HS256"], 1.6,
@@ -846,6 +966,11 @@ class Bench:
         target("session_refresh / its floor TPS, 2 clients", sess["refresh.c2"]["ratio_to_floor"], 0.5,
                at_most=False, detail="pgbench -M prepared; floor = the same rows by plain SQL "
                                      "(bench/pgbench/session_floor.sql)")
+        d = m["dpop"]
+        target("plain INSERT of the replay row / jwt_verify_dpop TPS, 2 clients",
+               1 / d["jwt_verify_dpop.c2"]["ratio_to_insert"], 1.5,
+               detail="pgbench -M prepared, a fresh ES256 proof per request; jwt_verify_dpop / jwt_verify "
+                      f"{d['jwt_verify_dpop.c2']['tps'] / d['jwt_verify.c2']['tps']:.2f} (bench/pgbench/dpop_*.sql)")
         p = m["purge"]
         target("purge() / bare DELETE rate", p["purge"]["rows_per_s"] / p["bare_delete"]["rows_per_s"],
                0.7, at_most=False,
@@ -878,6 +1003,8 @@ class Bench:
             out.append((f"verify {alg}, stored (jwt_valid)", na, us(f"ts.valid.{alg}"), None, fl[f"verify.{alg}"]))
             out.append((f"store {alg} (jwt_store)", na, us(f"ts.store.{alg}"), None, fl[f"store.{alg}"]))
             out.append((f"issue {alg} (jwt_issue)", self.args.n_issue_asym, us(f"ts.issue.{alg}"), None, fl[f"issue.{alg}"]))
+        out.append(("verify RS256 of a registered issuer (jwt_valid)", na, us("ts.valid.issuer.RS256"),
+                    None, fl["verify.RS256"]))
         out.append(("floor: bare INSERT (SQL)", n, None, None, us("floor.insert")))
         out.append(("floor: index probe (SQL)", n, None, None, us("floor.probe")))
         return out
@@ -942,6 +1069,14 @@ class Bench:
         for c in (1, 2):
             lines.append(f"{c:<8} {se[f'refresh.c{c}']['tps']:>16.0f} {se[f'issue.c{c}']['tps']:>10.0f} "
                          f"{se[f'floor.c{c}']['tps']:>10.0f} {se[f'refresh.c{c}']['ratio_to_floor']:>14.2f}")
+        lines.append("")
+        d = self.m["dpop"]
+        lines.append("DPoP: one statement per round trip, pgbench -M prepared, median TPS; a fresh ES256 proof per "
+                     "request; insert = the replay row by plain INSERT ... ON CONFLICT")
+        lines.append(f"{'clients':<8} {'jwt_verify_dpop':>16} {'jwt_verify':>10} {'insert':>10} {'insert/dpop':>12}")
+        for c in (1, 2):
+            lines.append(f"{c:<8} {d[f'jwt_verify_dpop.c{c}']['tps']:>16.0f} {d[f'jwt_verify.c{c}']['tps']:>10.0f} "
+                         f"{d[f'insert.c{c}']['tps']:>10.0f} {1 / d[f'jwt_verify_dpop.c{c}']['ratio_to_insert']:>12.2f}")
         lines.append("")
         p = self.m["purge"]
         lines.append(f"purge of {p['rows']} expired rows ({p['live_rows']} live rows stay), "
@@ -1109,6 +1244,9 @@ def main():
     p.add_argument("--latency-seconds", type=float, default=3.0)
     p.add_argument("--mem-calls", type=int, default=1_000_000)
     p.add_argument("--profile", action="store_true", help="perf record the HS256 verify path")
+    p.add_argument("--dpop-proofs", type=int, default=400_000, help="DPoP proofs made for the dpop stage")
+    p.add_argument("--stages", default=None,
+                   help="comma-separated stages to run (setup first); only a full run writes results")
     p.add_argument("--out", default=str(BENCH))
     args = p.parse_args()
 
@@ -1117,10 +1255,15 @@ def main():
     b.results["config"].update({k: v for k, v in vars(args).items() if k not in ("out",)})
     # 1-minute load average as each stage starts: the machine may be shared
     load = b.results["environment"]["loadavg_1min_at_stage_start"] = {}
-    for stage in ("setup", "floor", "store", "verify", "asym", "signatures", "memory", "pgbench", "per_request",
-                  "sessions", "issue", "revoke", "purge"):
+    stages = ("setup", "floor", "store", "verify", "asym", "issuer", "signatures", "memory", "pgbench",
+              "per_request", "sessions", "dpop", "issue", "revoke", "purge")
+    chosen = stages if args.stages is None else tuple(args.stages.split(","))
+    for stage in chosen:
         load[stage] = os.getloadavg()[0]
         getattr(b, stage)()
+    if chosen != stages:
+        print(json.dumps({k: b.m[k] for k in b.m}, indent=1, default=str))
+        return
     b.evaluate()
     b.results["environment"]["loadavg_end"] = os.getloadavg()
     b.results["environment"]["wall_seconds"] = time.monotonic() - T0

@@ -11,6 +11,35 @@ CREATE TRIGGER signing_keys_changed
     FOR EACH STATEMENT EXECUTE FUNCTION token_store.signing_keys_changed();
 ALTER TABLE token_store.signing_keys ENABLE ALWAYS TRIGGER signing_keys_changed;
 
+-- Revocation events: each committed revocation, subject revocation, session end and key state
+-- change is announced on token_store.notify_channel (when set), whatever made the change.
+CREATE TRIGGER tokens_revoked_event
+    AFTER UPDATE OF revoked_at ON token_store.tokens FOR EACH ROW
+    WHEN (OLD.revoked_at IS NULL AND NEW.revoked_at IS NOT NULL)
+    EXECUTE FUNCTION token_store.revocation_event('tokens');
+CREATE TRIGGER tokens_stored_revoked_event
+    AFTER INSERT ON token_store.tokens FOR EACH ROW
+    WHEN (NEW.revoked_at IS NOT NULL)
+    EXECUTE FUNCTION token_store.revocation_event('tokens');
+CREATE TRIGGER sessions_ended_event
+    AFTER UPDATE OF ended_at ON token_store.sessions FOR EACH ROW
+    WHEN (OLD.ended_at IS NULL AND NEW.ended_at IS NOT NULL)
+    EXECUTE FUNCTION token_store.revocation_event('sessions');
+CREATE TRIGGER subject_revoked_event
+    AFTER INSERT OR UPDATE ON token_store.subject_revocations FOR EACH ROW
+    EXECUTE FUNCTION token_store.revocation_event('subject_revocations');
+CREATE TRIGGER key_state_event
+    AFTER UPDATE OF state ON token_store.signing_keys FOR EACH ROW
+    WHEN (OLD.state IS DISTINCT FROM NEW.state)
+    EXECUTE FUNCTION token_store.revocation_event('signing_keys');
+-- ALWAYS: a logical subscriber's apply worker (replica mode) applies revocations too, and the
+-- apps listening to the subscriber must hear of them.
+ALTER TABLE token_store.tokens ENABLE ALWAYS TRIGGER tokens_revoked_event;
+ALTER TABLE token_store.tokens ENABLE ALWAYS TRIGGER tokens_stored_revoked_event;
+ALTER TABLE token_store.sessions ENABLE ALWAYS TRIGGER sessions_ended_event;
+ALTER TABLE token_store.subject_revocations ENABLE ALWAYS TRIGGER subject_revoked_event;
+ALTER TABLE token_store.signing_keys ENABLE ALWAYS TRIGGER key_state_event;
+
 -- One sentence per function, as in the README; shown by \df+ and obj_description.
 COMMENT ON FUNCTION token_store.create_key(text, text, text) IS
     'token_store: register a key (secret, PEM or JWK) for an algorithm and return its kid';
@@ -48,9 +77,9 @@ COMMENT ON FUNCTION token_store.signing_keys_changed() IS
     'token_store: trigger on signing_keys that makes every session drop the parsed keys it no longer needs';
 COMMENT ON FUNCTION token_store.stats() IS
     'token_store: counts, purge figures and verification outcomes';
-COMMENT ON FUNCTION token_store.session_start(jsonb, interval, interval, jsonb, text) IS
+COMMENT ON FUNCTION token_store.session_start(jsonb, interval, interval, jsonb, text, text) IS
     'token_store: start a session for claims->>''sub'' and return its first access and refresh tokens (RFC 6749 token response)';
-COMMENT ON FUNCTION token_store.session_refresh(text, jsonb) IS
+COMMENT ON FUNCTION token_store.session_refresh(text, jsonb, text) IS
     'token_store: trade a refresh token for a new pair of its session, or {"error": "invalid_grant", "reason": ...}';
 COMMENT ON FUNCTION token_store.session_end(uuid, text) IS
     'token_store: end one session (logout); true if this call ended it';
@@ -58,6 +87,14 @@ COMMENT ON FUNCTION token_store.session_end_subject(text, uuid, text) IS
     'token_store: end every session of a subject, or all but one (logout everywhere); returns how many';
 COMMENT ON FUNCTION token_store.sessions(text) IS
     'token_store: the live sessions of a subject, newest first, with their metadata';
+COMMENT ON FUNCTION token_store.dpop_verify(text, text, text, text, text) IS
+    'token_store: check a DPoP proof (RFC 9449) for a request and remember its jti; {"jkt", "jti", "iat"} or ERROR 28000';
+COMMENT ON FUNCTION token_store.jwt_verify_dpop(text, text, text, text, text, text) IS
+    'token_store: the verified claims of a DPoP-bound access token presented with a proof of its key, or ERROR 28000';
+COMMENT ON FUNCTION token_store.revocations_since(timestamptz) IS
+    'token_store: the revocations, session ends and key state changes since a time, as long as their rows are kept';
+COMMENT ON FUNCTION token_store.revocation_event() IS
+    'token_store: trigger that announces a revocation, session end or key state change on token_store.notify_channel';
 
 -- The three roles are made here where absent. One that exists already is taken only if it is a
 -- plain NOLOGIN role that no other role administers (a role left by an earlier install of
@@ -118,11 +155,14 @@ GRANT EXECUTE ON FUNCTION
     token_store.jwt_revoke_id(uuid, text),
     token_store.jwt_revoke_subject(text, text),
     token_store.jwks(),
-    token_store.session_start(jsonb, interval, interval, jsonb, text),
-    token_store.session_refresh(text, jsonb),
+    token_store.session_start(jsonb, interval, interval, jsonb, text, text),
+    token_store.session_refresh(text, jsonb, text),
     token_store.session_end(uuid, text),
     token_store.session_end_subject(text, uuid, text),
-    token_store.sessions(text)
+    token_store.sessions(text),
+    token_store.dpop_verify(text, text, text, text, text),
+    token_store.jwt_verify_dpop(text, text, text, text, text, text),
+    token_store.revocations_since(timestamptz)
 TO token_store_app, token_store_admin;
 
 GRANT EXECUTE ON FUNCTION
@@ -141,7 +181,7 @@ GRANT SELECT ON token_store.tokens, token_store.subject_revocations TO token_sto
 GRANT SELECT ON token_store.keys, token_store.stats TO token_store_admin;
 -- sessions without their sealed claims and metadata (sessions() decrypts the metadata)
 GRANT SELECT (id, subject, generation, created_at, refreshed_at, expires_at, access_expires_at,
-              access_ttl, refresh_ttl, kid, ended_at, end_reason, key_fingerprint)
+              access_ttl, refresh_ttl, kid, ended_at, end_reason, key_fingerprint, dpop_jkt)
     ON token_store.sessions TO token_store_admin;
 
 -- The purge worker connects as the bootstrap superuser (a PostgreSQL 15 background worker cannot
@@ -152,7 +192,7 @@ GRANT SELECT (id, subject, generation, created_at, refreshed_at, expires_at, acc
 GRANT USAGE ON SCHEMA token_store TO token_store_purge;
 GRANT EXECUTE ON FUNCTION token_store.purge_expired(text, bigint, double precision) TO token_store_purge;
 COMMENT ON FUNCTION token_store.purge_expired(text, bigint, double precision) IS
-    'token_store: one purge step (tokens, sessions, subject_revocations): delete up to max_rows rows past their end';
+    'token_store: one purge step (tokens, sessions, dpop_proofs, subject_revocations): delete rows past their end';
 COMMENT ON ROLE token_store_purge IS
     'token_store: the role the purge worker acts as (NOLOGIN, granted to nobody): it can only call purge_expired';
 

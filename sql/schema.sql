@@ -134,7 +134,9 @@ CREATE TABLE token_store.sessions (
     -- application's metadata (device, user agent, ...)
     claims            bytea       NOT NULL,
     metadata          bytea,
-    key_fingerprint   text        NOT NULL
+    key_fingerprint   text        NOT NULL,
+    -- the RFC 7638 thumbprint of the DPoP key the session is bound to (RFC 9449 section 5)
+    dpop_jkt          text        CHECK (octet_length(dpop_jkt) = 43)
 );
 CREATE INDEX sessions_subject_idx ON token_store.sessions (subject, created_at DESC);
 COMMENT ON TABLE token_store.sessions IS
@@ -153,6 +155,21 @@ CREATE TABLE token_store.refresh_tokens (
 CREATE INDEX refresh_tokens_session_idx ON token_store.refresh_tokens (session_id, generation);
 COMMENT ON TABLE token_store.refresh_tokens IS
     'token_store: SHA-256 of each refresh token, with its session and generation';
+
+-- The DPoP replay cache: the jti of every accepted proof, per key thumbprint (raw SHA-256), kept
+-- while the proof could still pass its iat check; the purge deletes the rest. Not dumped.
+CREATE TABLE token_store.dpop_proofs (
+    jkt         bytea       NOT NULL CHECK (octet_length(jkt) = 32),
+    jti         text        NOT NULL CHECK (octet_length(jti) BETWEEN 1 AND 256),
+    expires_at  timestamptz NOT NULL,
+    CONSTRAINT dpop_proofs_pkey PRIMARY KEY (jkt, jti)
+);
+COMMENT ON TABLE token_store.dpop_proofs IS
+    'token_store: DPoP replay cache, the jti of each accepted proof per key until it expires';
+
+-- revocations_since reads the revocations and session ends of a time range
+CREATE INDEX tokens_revoked_at_idx ON token_store.tokens (revoked_at) WHERE revoked_at IS NOT NULL;
+CREATE INDEX sessions_ended_at_idx ON token_store.sessions (ended_at) WHERE ended_at IS NOT NULL;
 
 SELECT pg_catalog.pg_extension_config_dump('token_store.tokens', '');
 SELECT pg_catalog.pg_extension_config_dump('token_store.signing_keys', '');

@@ -12,6 +12,8 @@ pub enum TsError {
     InvalidToken(String),
     /// A well-formed token that fails verification (28000).
     Rejected(Reason),
+    /// The same, with a DETAIL naming the problem (a DPoP proof's, which quotes nothing of it).
+    RejectedBecause { reason: Reason, detail: String },
     /// A bad argument: unknown alg, bad key material, bad JWKS (22023).
     InvalidParameter {
         message: String,
@@ -64,6 +66,12 @@ impl TsError {
                 ERRCODE_INVALID_AUTHORIZATION_SPECIFICATION,
                 format!("token rejected: {}", r.as_str()),
                 None,
+                None,
+            ),
+            TsError::RejectedBecause { reason, detail } => (
+                ERRCODE_INVALID_AUTHORIZATION_SPECIFICATION,
+                format!("token rejected: {}", reason.as_str()),
+                Some(detail),
                 None,
             ),
             TsError::InvalidParameter { message, detail } => {

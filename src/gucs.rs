@@ -63,6 +63,16 @@ pub static ISSUER_ALLOW_HTTP: GucSetting<bool> = GucSetting::<bool>::new(false);
 pub static ISSUER_ALLOWED_HOSTS: GucSetting<Option<CString>> =
     GucSetting::<Option<CString>>::new(None);
 
+// DPoP and revocation events (issue 23).
+/// on: `jwt_verify`, `jwt_valid` and `jwt_introspect` refuse a token bound to a DPoP key
+/// (`cnf.jkt`) with `dpop_required`; only `jwt_verify_dpop` accepts it.
+pub static DPOP_ENFORCE: GucSetting<bool> = GucSetting::<bool>::new(true);
+/// Seconds a DPoP proof is accepted after its `iat` (plus the leeway); its `jti` is kept as long.
+pub static DPOP_MAX_AGE: GucSetting<i32> = GucSetting::<i32>::new(60);
+/// Channel on which every committed revocation, session end and key state change is announced
+/// with NOTIFY; empty: none.
+pub static NOTIFY_CHANNEL: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
+
 const SECRET: GucFlags = GucFlags::SUPERUSER_ONLY.union(GucFlags::NO_SHOW_ALL);
 
 /// What kind of setting a row of [`SETTINGS`] defines, with its kind's own fields.
@@ -74,8 +84,9 @@ enum Kind {
         max: i32,
     },
     Str(&'static GucSetting<Option<CString>>),
-    /// A string whose hooks keep its value out of sight (the key settings).
-    HiddenStr {
+    /// A string with hooks: the key settings' keep their value out of sight, the channel's
+    /// refuses a name NOTIFY would refuse.
+    HookedStr {
         setting: &'static GucSetting<Option<CString>>,
         check: pg_sys::GucStringCheckHook,
         assign: pg_sys::GucStringAssignHook,
@@ -122,7 +133,7 @@ static SETTINGS: &[Setting] = &[
         long: c"Superuser-only and hidden; never printed.",
         context: Ctx::Sighup,
         flags: SECRET,
-        kind: Kind::HiddenStr {
+        kind: Kind::HookedStr {
             setting: &ENCRYPTION_KEY,
             check: Some(check_encryption_key),
             assign: Some(assign_encryption_key),
@@ -135,7 +146,7 @@ static SETTINGS: &[Setting] = &[
         long: c"Superuser-only and hidden; never printed.",
         context: Ctx::Sighup,
         flags: SECRET,
-        kind: Kind::HiddenStr {
+        kind: Kind::HookedStr {
             setting: &PREVIOUS_ENCRYPTION_KEYS,
             check: Some(check_previous_keys),
             assign: Some(assign_previous_keys),
@@ -348,6 +359,39 @@ static SETTINGS: &[Setting] = &[
         flags: GucFlags::SUPERUSER_ONLY,
         kind: Kind::Str(&ISSUER_ALLOWED_HOSTS),
     },
+    Setting {
+        name: c"token_store.dpop_enforce",
+        short: c"on: jwt_verify, jwt_valid and jwt_introspect refuse a DPoP-bound token (dpop_required).",
+        long: c"A token with cnf.jkt is then accepted only by jwt_verify_dpop, with a proof of its key.",
+        context: Ctx::Suset,
+        flags: NONE,
+        kind: Kind::Bool(&DPOP_ENFORCE),
+    },
+    Setting {
+        name: c"token_store.dpop_max_age",
+        short: c"How long after its iat a DPoP proof is accepted (plus token_store.leeway).",
+        long: c"The replay cache keeps each proof's jti as long.",
+        context: Ctx::Suset,
+        flags: GucFlags::UNIT_S,
+        kind: Kind::Int {
+            setting: &DPOP_MAX_AGE,
+            min: 1,
+            max: 86_400,
+        },
+    },
+    Setting {
+        name: c"token_store.notify_channel",
+        short: c"Channel on which revocations, session ends and key state changes are announced (NOTIFY); empty: none.",
+        long: c"Sent at commit, one notification per change, a JSON payload without token or claims.",
+        context: Ctx::Suset,
+        flags: NONE,
+        kind: Kind::HookedStr {
+            setting: &NOTIFY_CHANNEL,
+            check: Some(check_notify_channel),
+            assign: None,
+            show: None,
+        },
+    },
 ];
 
 /// Register every setting. Called once from `_PG_init`; `preloading` is true when the library is
@@ -384,7 +428,7 @@ impl Setting {
             }
             // SAFETY: the hooks are `#[pg_guard]`ed and follow the GUC hook contracts (see
             // check_keys).
-            Kind::HiddenStr {
+            Kind::HookedStr {
                 setting,
                 check,
                 assign,
@@ -473,6 +517,35 @@ pub fn previous_encryption_keys() -> Vec<EncryptionKey> {
 struct KeyList {
     count: usize,
     keys: [[u8; 32]; 0],
+}
+
+// A channel name NOTIFY would refuse is refused here, so a revocation never fails for it.
+#[pgrx::pg_guard]
+unsafe extern "C-unwind" fn check_notify_channel(
+    newval: *mut *mut std::ffi::c_char,
+    _extra: *mut *mut std::ffi::c_void,
+    _source: pg_sys::GucSource::Type,
+) -> bool {
+    // SAFETY: `newval` points at a valid NUL-terminated string or NULL (DefineCustomStringVariable).
+    let len = unsafe {
+        let p = *newval;
+        if p.is_null() {
+            0
+        } else {
+            CStr::from_ptr(p).to_bytes().len()
+        }
+    };
+    if len >= pg_sys::NAMEDATALEN as usize {
+        set_check_error(
+            "token_store.notify_channel",
+            &format!(
+                "a channel name is at most {} bytes",
+                pg_sys::NAMEDATALEN - 1
+            ),
+        );
+        return false;
+    }
+    true
 }
 
 fn set_check_error(setting: &str, detail: &str) {

@@ -329,16 +329,9 @@ fn worker_role() -> Option<pg_sys::Oid> {
     (role != pg_sys::InvalidOid).then_some(role)
 }
 
-/// Whether this database has the issuer tables (catalog look-ups, no error when absent).
+/// Whether this database has the issuer tables, as the read path resolves them (false when absent
+/// or when the install is broken: the verifications then say why).
 fn issuer_tables_exist() -> bool {
-    // SAFETY: inside a transaction; syscache look-ups by NUL-terminated names, missing_ok.
-    unsafe {
-        if pg_sys::get_extension_oid(c"token_store".as_ptr(), true) == pg_sys::InvalidOid {
-            return false;
-        }
-        let schema = pg_sys::get_namespace_oid(c"token_store".as_ptr(), true);
-        schema != pg_sys::InvalidOid
-            && pg_sys::get_relname_relid(c"identity_providers".as_ptr(), schema)
-                != pg_sys::InvalidOid
-    }
+    // resolved and validated like every table the read path opens; a broken install has none
+    matches!(crate::cache::relations::get(), Ok(r) if r.issuers.is_some())
 }

@@ -4,6 +4,7 @@
 //! (`jwt_valid` gives false); arguments documented as `default null` take NULL as "not given".
 
 mod admin;
+mod dpop;
 mod issuers;
 mod keys;
 mod sessions;

@@ -71,6 +71,20 @@ pub struct SessionsRel {
     pub ended_at: i16,
 }
 
+/// `token_store.identity_providers` and `token_store.issuer_keys`: both probed by issuer (the
+/// first column of their primary keys), and the columns read.
+#[derive(Clone, Copy, Debug)]
+pub struct IssuersRel {
+    pub providers: Probed,
+    pub audiences: i16,
+    pub algs: i16,
+    pub fresh_until: i16,
+    pub keys: Probed,
+    pub kid: i16,
+    pub alg: i16,
+    pub material: i16,
+}
+
 /// Everything the read path opens.
 #[derive(Clone, Copy, Debug)]
 pub struct Relations {
@@ -79,6 +93,8 @@ pub struct Relations {
     pub keys: KeysRel,
     /// None in a database still on a schema before 0.3.0 (until `ALTER EXTENSION ... UPDATE`).
     pub sessions: Option<SessionsRel>,
+    /// None in a database still on a schema before 0.4.0.
+    pub issuers: Option<IssuersRel>,
 }
 
 impl Relations {
@@ -89,6 +105,7 @@ impl Relations {
             self.keys.by_kid,
         ];
         all.extend(self.sessions.map(|s| s.by_id));
+        all.extend(self.issuers.iter().flat_map(|i| [i.providers, i.keys]));
         all.iter().any(|p| p.table == relid || p.index == relid)
     }
 }
@@ -150,6 +167,16 @@ pub fn resolves_to_same(r: &Relations) -> bool {
         && match r.sessions {
             Some(s) => same(&s.by_id, c"sessions", c"sessions_pkey"),
             None => relid(c"sessions", schema) == Oid::INVALID,
+        }
+        && match r.issuers {
+            Some(i) => {
+                same(&i.providers, PROVIDERS.table, PROVIDERS.index)
+                    && same(&i.keys, ISSUER_KEYS.table, ISSUER_KEYS.index)
+            }
+            None => {
+                relid(PROVIDERS.table, schema) == Oid::INVALID
+                    && relid(ISSUER_KEYS.table, schema) == Oid::INVALID
+            }
         }
 }
 
@@ -322,8 +349,10 @@ type Column = (&'static CStr, Oid);
 struct Shape {
     table: &'static CStr,
     index: &'static CStr,
-    /// The index's one key column: name and type.
+    /// The index's first key column, the one probed: name and type.
     key: Column,
+    /// The index's other key columns, checked but never probed.
+    rest_of_key: &'static [Column],
     /// The other columns read.
     columns: &'static [Column],
 }
@@ -332,6 +361,7 @@ const TOKENS: Shape = Shape {
     table: c"tokens",
     index: c"tokens_token_hash_key",
     key: (c"token_hash", pg_sys::BYTEAOID),
+    rest_of_key: &[],
     columns: &[
         (c"id", pg_sys::UUIDOID),
         (c"revoked_at", pg_sys::TIMESTAMPTZOID),
@@ -342,6 +372,7 @@ const SUBJECTS: Shape = Shape {
     table: c"subject_revocations",
     index: c"subject_revocations_pkey",
     key: (c"subject", pg_sys::TEXTOID),
+    rest_of_key: &[],
     columns: &[(c"revoked_before", pg_sys::TIMESTAMPTZOID)],
 };
 
@@ -349,6 +380,7 @@ const KEYS: Shape = Shape {
     table: c"signing_keys",
     index: c"signing_keys_pkey",
     key: (c"kid", pg_sys::TEXTOID),
+    rest_of_key: &[],
     columns: &[
         (c"kid", pg_sys::TEXTOID),
         (c"alg", pg_sys::TEXTOID),
@@ -365,7 +397,32 @@ const SESSIONS: Shape = Shape {
     table: c"sessions",
     index: c"sessions_pkey",
     key: (c"id", pg_sys::UUIDOID),
+    rest_of_key: &[],
     columns: &[(c"ended_at", pg_sys::TIMESTAMPTZOID)],
+};
+
+const PROVIDERS: Shape = Shape {
+    table: c"identity_providers",
+    index: c"identity_providers_pkey",
+    key: (c"issuer", pg_sys::TEXTOID),
+    rest_of_key: &[],
+    columns: &[
+        (c"audiences", pg_sys::TEXTARRAYOID),
+        (c"algs", pg_sys::TEXTARRAYOID),
+        (c"fresh_until", pg_sys::TIMESTAMPTZOID),
+    ],
+};
+
+const ISSUER_KEYS: Shape = Shape {
+    table: c"issuer_keys",
+    index: c"issuer_keys_pkey",
+    key: (c"issuer", pg_sys::TEXTOID),
+    rest_of_key: &[(c"position", pg_sys::INT4OID)],
+    columns: &[
+        (c"kid", pg_sys::TEXTOID),
+        (c"alg", pg_sys::TEXTOID),
+        (c"material", pg_sys::BYTEAOID),
+    ],
 };
 
 /// Resolve and validate every relation; again from the start (up to MAX_ATTEMPTS) when one was
@@ -374,7 +431,7 @@ fn resolve() -> TsResult<Relations> {
     for _ in 0..MAX_ATTEMPTS {
         let schema = schema()?;
         NAME_HASHES.set(
-            [TOKENS, SUBJECTS, KEYS, SESSIONS]
+            [TOKENS, SUBJECTS, KEYS, SESSIONS, PROVIDERS, ISSUER_KEYS]
                 .iter()
                 .flat_map(|s| [name_hash(s.table, schema), name_hash(s.index, schema)])
                 .collect(),
@@ -398,6 +455,31 @@ fn resolve() -> TsResult<Relations> {
                 None if relid(SESSIONS.table, schema) != Oid::INVALID => return Ok(None),
                 None => None,
             };
+            // the issuer tables come with 0.4.0, both at once
+            let providers = shape(&PROVIDERS, schema, true)?;
+            let issuer_keys = shape(&ISSUER_KEYS, schema, true)?;
+            let issuers = match (providers, issuer_keys) {
+                (Some((providers, p)), Some((keys, k))) => Some(IssuersRel {
+                    providers,
+                    audiences: p[0],
+                    algs: p[1],
+                    fresh_until: p[2],
+                    keys,
+                    kid: k[0],
+                    alg: k[1],
+                    material: k[2],
+                }),
+                _ => match (
+                    relid(PROVIDERS.table, schema) != Oid::INVALID,
+                    relid(ISSUER_KEYS.table, schema) != Oid::INVALID,
+                ) {
+                    (false, false) => None,
+                    (true, false) => return Err(missing("relation issuer_keys")),
+                    (false, true) => return Err(missing("relation identity_providers")),
+                    // replaced while being opened: again
+                    (true, true) => return Ok(None),
+                },
+            };
             Ok(Some(Relations {
                 tokens: TokensRel {
                     by_hash: tokens,
@@ -420,6 +502,7 @@ fn resolve() -> TsResult<Relations> {
                     created_at: k[7],
                 },
                 sessions,
+                issuers,
             }))
         };
         if let Some(r) = attempt()? {
@@ -517,15 +600,18 @@ unsafe fn check(s: &Shape, heap: Relation, idx: Relation) -> TsResult<(Oid, Oid,
         if !((*form).indisvalid && (*form).indisready && (*form).indislive) {
             return Err(changed(s.index, "not valid"));
         }
-        if (*form).indnkeyatts != 1
+        let nkeys = 1 + s.rest_of_key.len();
+        if usize::try_from((*form).indnkeyatts).ok() != Some(nkeys)
             || !pg_sys::RelationGetIndexExpressions(idx).is_null()
             || !pg_sys::RelationGetIndexPredicate(idx).is_null()
         {
-            return Err(changed(s.index, "not an index of one plain column"));
+            return Err(changed(s.index, "not an index of its plain columns"));
         }
-        let key_att = column(s.table, table, s.key)?;
-        if *(*form).indkey.values.as_ptr() != key_att {
-            return Err(changed(s.index, "not on its column"));
+        let indkey = std::slice::from_raw_parts((*form).indkey.values.as_ptr(), nkeys);
+        for (i, c) in std::iter::once(&s.key).chain(s.rest_of_key).enumerate() {
+            if indkey[i] != column(s.table, table, *c)? {
+                return Err(changed(s.index, "not on its columns"));
+            }
         }
         let opfamily = *(*idx).rd_opfamily;
         let opcintype = *(*idx).rd_opcintype;

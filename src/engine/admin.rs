@@ -36,6 +36,8 @@ pub enum PurgeStep {
     Sessions,
     /// Subject revocations past `token_store.subject_revocation_ttl`.
     SubjectRevocations,
+    /// DPoP proofs remembered past their lifetime (and `purge_grace`).
+    DpopProofs,
 }
 
 impl PurgeStep {
@@ -45,6 +47,7 @@ impl PurgeStep {
             PurgeStep::Tokens => "tokens",
             PurgeStep::Sessions => "sessions",
             PurgeStep::SubjectRevocations => "subject_revocations",
+            PurgeStep::DpopProofs => "dpop_proofs",
         }
     }
 
@@ -54,9 +57,10 @@ impl PurgeStep {
             "tokens" => Ok(PurgeStep::Tokens),
             "sessions" => Ok(PurgeStep::Sessions),
             "subject_revocations" => Ok(PurgeStep::SubjectRevocations),
+            "dpop_proofs" => Ok(PurgeStep::DpopProofs),
             _ => Err(TsError::param(
                 format!("unknown purge step \"{s}\""),
-                "The steps are tokens, sessions and subject_revocations.",
+                "The steps are tokens, sessions, dpop_proofs and subject_revocations.",
             )),
         }
     }
@@ -94,15 +98,17 @@ pub fn purge_step(step: PurgeStep, limit: i64, from: Option<f64>) -> TsResult<(u
             Some(ttl) => Ok((storage::purge_subject_revocations(ttl)?, None)),
             None => Ok((0, None)),
         },
+        PurgeStep::DpopProofs => Ok((super::dpop::purge_proofs(limit, revoked_grace)?, None)),
     }
 }
 
 /// The purge loop of both `purge()` and the purge worker: batches of
 /// `token_store.purge_batch_size` expired rows until one comes back short, `max_rows` are gone
-/// or `stop()` says so; the same for ended and expired sessions (with their refresh tokens); then
-/// the subject revocations past their TTL. `step` runs each step: [`purge_step`] in the caller's
-/// transaction for `purge()`; for the worker, `purge_expired` in a transaction of its own as the
-/// purge role. Returns how many token and session rows were deleted.
+/// or `stop()` says so; the same for ended and expired sessions (with their refresh tokens) and for
+/// the DPoP proofs remembered past their lifetime; then the subject revocations past their TTL.
+/// `step` runs each step: [`purge_step`] in the caller's transaction for `purge()`; for the worker,
+/// `purge_expired` in a transaction of its own as the purge role. Returns how many token, session
+/// and proof rows were deleted.
 pub fn purge_rounds(
     max_rows: Option<i64>,
     stop: impl Fn() -> bool,
@@ -110,7 +116,11 @@ pub fn purge_rounds(
 ) -> TsResult<u64> {
     let batch = i64::from(gucs::PURGE_BATCH_SIZE.get().max(1));
     let mut total = 0u64;
-    for kind in [PurgeStep::Tokens, PurgeStep::Sessions] {
+    for kind in [
+        PurgeStep::Tokens,
+        PurgeStep::Sessions,
+        PurgeStep::DpopProofs,
+    ] {
         let mut from = None;
         loop {
             let want = max_rows.map_or(batch, |m| batch.min(m - total as i64));

@@ -14,6 +14,8 @@ use token_store_core::claims::{self, JsonProblem, Policy};
 use token_store_core::jws::{self, Parsed};
 
 pub mod admin;
+pub mod dpop;
+pub mod events;
 pub mod issuer_fetch;
 pub mod issuers;
 pub mod keys;

@@ -70,7 +70,24 @@ fn claims_object(text: &str) -> TsResult<Map<String, Value>> {
             "A session sets exp, iat, nbf, jti and sid of each access token itself.",
         ));
     }
+    if map.contains_key("cnf") {
+        return Err(TsError::param(
+            "claims of a session cannot contain \"cnf\"",
+            "A session bound to a DPoP key puts cnf.jkt in its access tokens itself: pass the key's thumbprint as dpop_jkt.",
+        ));
+    }
     Ok(map)
+}
+
+/// A `dpop_jkt` argument: an RFC 7638 thumbprint, base64url of a SHA-256.
+fn check_jkt(jkt: Option<&str>) -> TsResult<()> {
+    match jkt {
+        Some(j) if super::dpop::thumbprint_bytes(j).is_none() => Err(TsError::param(
+            "dpop_jkt must be a JWK thumbprint",
+            "A thumbprint (RFC 7638) is the base64url of a SHA-256, 43 characters without padding, as dpop_verify returns it in jkt.",
+        )),
+        _ => Ok(()),
+    }
 }
 
 /// Sign and store an access token of session `id` with `claims`; its `exp` (epoch seconds).
@@ -79,9 +96,13 @@ fn issue_access(
     claims: &Map<String, Value>,
     ttl: f64,
     kid: Option<&str>,
+    dpop_jkt: Option<&str>,
 ) -> TsResult<(String, f64)> {
     let mut payload = claims.clone();
     payload.insert("sid".into(), Value::from(session_uuid(id)));
+    if let Some(jkt) = dpop_jkt {
+        payload.insert("cnf".into(), serde_json::json!({ "jkt": jkt }));
+    }
     let text = serde_json::to_string(&payload).map_err(|e| TsError::Internal(e.to_string()))?;
     let (token, exp) = tokens::issue_with_exp(&text, (0, 0, (ttl * 1e6) as i64), kid)?;
     let exp = exp.unwrap_or(now_secs() + ttl);
@@ -105,9 +126,11 @@ pub fn start(
     refresh_ttl: (i32, i32, i64),
     metadata: Option<&str>,
     kid: Option<&str>,
+    dpop_jkt: Option<&str>,
 ) -> TsResult<Value> {
     ensure_primary("session_start")?;
     let _snapshot = crate::storage::probe::WriterSnapshot::push();
+    check_jkt(dpop_jkt)?;
     let claims = claims_object(claims)?;
     let subject =
         match claims.get("sub") {
@@ -144,7 +167,7 @@ pub fn start(
         .as_ref()
         .map(|m| seal_json(&key, &metadata_aad(&id), m))
         .transpose()?;
-    let (access, exp) = issue_access(&id, &claims, access_ttl, kid.as_deref())?;
+    let (access, exp) = issue_access(&id, &claims, access_ttl, kid.as_deref(), dpop_jkt)?;
     let (refresh_token, hash) = refresh::make();
     let now = now_secs();
     store::insert_session(&NewSession {
@@ -160,6 +183,7 @@ pub fn start(
         metadata: sealed_metadata.as_deref(),
         fingerprint: key.fingerprint(),
         refresh_hash: &hash,
+        dpop_jkt,
     })?;
     Ok(token_response(&id, access, access_ttl, refresh_token))
 }
@@ -176,9 +200,11 @@ fn end_for(id: [u8; 16], reason: Reason) -> TsResult<Value> {
     Ok(refusal(reason))
 }
 
-/// `session_refresh`: trade a refresh token for a new pair, or say why not.
-pub fn refresh(token: &str, claims: Option<&str>) -> TsResult<Value> {
+/// `session_refresh`: trade a refresh token for a new pair, or say why not. A session bound to a
+/// DPoP key needs that key's thumbprint in `dpop_jkt` (the app has checked the request's proof).
+pub fn refresh(token: &str, claims: Option<&str>, dpop_jkt: Option<&str>) -> TsResult<Value> {
     ensure_primary("session_refresh")?;
+    check_jkt(dpop_jkt)?;
     let new_claims = claims.map(claims_object).transpose()?;
     if let Some(c) = &new_claims {
         if let Some(k) = KEPT_ON_REFRESH.iter().find(|k| c.contains_key(**k)) {
@@ -208,6 +234,11 @@ pub fn refresh(token: &str, claims: Option<&str>) -> TsResult<Value> {
     }
     if s.ended {
         return Ok(refusal(Reason::SessionEnded));
+    }
+    // without the key's proof a stolen refresh token is refused, and not spent (RFC 9449 section 5);
+    // a bearer session is not bound by a refresh that names a key
+    if s.dpop_jkt.as_deref() != dpop_jkt {
+        return Ok(refusal(Reason::DpopMismatch));
     }
     let max = seconds(&gucs::SESSION_MAX_LIFETIME);
     if max > 0.0 && now >= s.created_at + max {
@@ -263,7 +294,13 @@ pub fn refresh(token: &str, claims: Option<&str>) -> TsResult<Value> {
             .map(|r| r.kid),
         None => None,
     };
-    let (access, exp) = issue_access(&s.id, &claims, s.access_ttl, kid.as_deref())?;
+    let (access, exp) = issue_access(
+        &s.id,
+        &claims,
+        s.access_ttl,
+        kid.as_deref(),
+        s.dpop_jkt.as_deref(),
+    )?;
     let (refresh_token, new_hash) = refresh::make();
     store::rotate(&Rotation {
         session: s.id,

@@ -106,6 +106,9 @@ pub enum Mode {
     Verify,
     /// For `jwt_store`: not being stored yet is the point.
     Store,
+    /// For `jwt_verify_dpop`: as `Verify`, and a DPoP-bound token is expected (its caller checks
+    /// the binding).
+    Dpop,
 }
 
 pub(super) fn setting_or(
@@ -171,6 +174,11 @@ pub(super) fn verify_uncounted<'a>(
         issuer: issuer.as_deref(),
     };
     claims::check_claims(&parsed.claims, &policy).map_err(TsError::Rejected)?;
+    // a DPoP-bound token is worth nothing without a proof of its key (RFC 9449 section 7.1),
+    // whoever signed it: ours and a registered issuer's alike
+    if mode == Mode::Verify && parsed.claims.cnf_jkt.is_some() && gucs::DPOP_ENFORCE.get() {
+        return Err(TsError::Rejected(Reason::DpopRequired));
+    }
     let status = token_status(&hash, subject)?;
     if let Some((_, true)) = status.stored {
         return Err(TsError::Rejected(Reason::Revoked));
@@ -197,7 +205,7 @@ pub(super) fn verify_uncounted<'a>(
         }
     }
     if status.stored.is_none()
-        && mode == Mode::Verify
+        && mode != Mode::Store
         && gucs::REQUIRE_STORED.get()
         && issuer_rules.is_none()
     {

@@ -1,231 +1,19 @@
 //! Issuers' tables: the verify path's index probes (no SQL, under the statement's snapshot, as in
 //! `probe`) and the fixed statements of the admin functions and the worker.
 //!
-//! The probes follow `storage::probe`'s pattern with relations of their own (resolved in the
-//! extension's schema, forgotten on a relcache invalidation of any of them). A database whose
-//! schema predates the issuers (before `ALTER EXTENSION token_store UPDATE` to 0.4.0) has no
-//! issuers: every token keeps the rules of its own keys.
-
-use std::cell::Cell;
-use std::ffi::CStr;
+//! The probes are `storage::probe`'s, on relations `cache::relations` resolved and validated with
+//! the others. A database whose schema predates the issuers (before `ALTER EXTENSION token_store
+//! UPDATE` to 0.4.0) has no issuers: every token keeps the rules of its own keys.
 
 use pgrx::datum::Interval;
-use pgrx::pg_sys::{self, Datum, Oid, PgBuiltInOids as T, Relation, TupleTableSlot};
-use pgrx::{FromDatum, IntoDatum};
+use pgrx::pg_sys::PgBuiltInOids as T;
+use pgrx::IntoDatum;
 
-use super::{read, write};
-use crate::error::{TsError, TsResult};
+use super::{probe, read, write};
+use crate::error::TsResult;
 
 /// Seconds between the Unix epoch and PostgreSQL's (2000-01-01).
 const PG_EPOCH_OFFSET_S: f64 = 946_684_800.0;
-
-#[derive(Clone, Copy, Debug)]
-struct Rels {
-    providers: Oid,
-    providers_pkey: Oid,
-    p_audiences: i16,
-    p_algs: i16,
-    p_fresh_until: i16,
-    keys: Oid,
-    keys_pkey: Oid,
-    k_kid: i16,
-    k_alg: i16,
-    k_material: i16,
-}
-
-impl Rels {
-    fn contains(&self, relid: Oid) -> bool {
-        [
-            self.providers,
-            self.providers_pkey,
-            self.keys,
-            self.keys_pkey,
-        ]
-        .contains(&relid)
-    }
-}
-
-/// What this backend knows: not looked up yet, no issuer tables (an older schema), or their OIDs.
-#[derive(Clone, Copy, Debug)]
-enum Known {
-    Unknown,
-    Absent,
-    Present(Rels),
-}
-
-thread_local! {
-    static KNOWN: Cell<Known> = const { Cell::new(Known::Unknown) };
-    static GENERATION: Cell<u64> = const { Cell::new(0) };
-    static REGISTERED: Cell<bool> = const { Cell::new(false) };
-}
-
-/// The relcache callback: only flips per-backend state (it must neither raise nor read catalogs).
-/// Any invalidation while the tables are absent may be their creation.
-unsafe extern "C-unwind" fn on_relcache(_arg: Datum, relid: Oid) {
-    let ours = match KNOWN.get() {
-        Known::Present(r) => relid == Oid::INVALID || r.contains(relid),
-        Known::Absent | Known::Unknown => true,
-    };
-    if ours {
-        KNOWN.set(Known::Unknown);
-        GENERATION.set(GENERATION.get().wrapping_add(1));
-    }
-}
-
-fn resolve() -> TsResult<Known> {
-    // SAFETY: a syscache lookup by a NUL-terminated name; missing_ok gives InvalidOid.
-    let ext = unsafe { pg_sys::get_extension_oid(c"token_store".as_ptr(), true) };
-    if ext == Oid::INVALID {
-        return Ok(Known::Absent);
-    }
-    // The control file fixes the schema (token_store, not relocatable).
-    // SAFETY: a syscache lookup by name; missing_ok gives InvalidOid, no ERROR.
-    let schema = unsafe { pg_sys::get_namespace_oid(c"token_store".as_ptr(), true) };
-    let rel = |name: &CStr| {
-        // SAFETY: a syscache lookup by name and namespace; InvalidOid when absent.
-        unsafe { pg_sys::get_relname_relid(name.as_ptr(), schema) }
-    };
-    let providers = rel(c"identity_providers");
-    let keys = rel(c"issuer_keys");
-    let (providers_pkey, keys_pkey) = (rel(c"identity_providers_pkey"), rel(c"issuer_keys_pkey"));
-    if [providers, keys, providers_pkey, keys_pkey].contains(&Oid::INVALID) {
-        return Ok(Known::Absent);
-    }
-    let att = |table: Oid, name: &CStr| -> TsResult<i16> {
-        // SAFETY: a syscache lookup; InvalidAttrNumber (0) when the column is absent.
-        let n = unsafe { pg_sys::get_attnum(table, name.as_ptr()) };
-        if n <= 0 {
-            return Err(TsError::NotInPrerequisiteState {
-                message: format!("token_store's column {} is missing", name.to_string_lossy()),
-                hint: Some(
-                    "Reinstall the extension with DROP EXTENSION and CREATE EXTENSION.".into(),
-                ),
-            });
-        }
-        Ok(n)
-    };
-    Ok(Known::Present(Rels {
-        providers,
-        providers_pkey,
-        p_audiences: att(providers, c"audiences")?,
-        p_algs: att(providers, c"algs")?,
-        p_fresh_until: att(providers, c"fresh_until")?,
-        keys,
-        keys_pkey,
-        k_kid: att(keys, c"kid")?,
-        k_alg: att(keys, c"alg")?,
-        k_material: att(keys, c"material")?,
-    }))
-}
-
-fn known() -> TsResult<(Option<Rels>, u64)> {
-    if !REGISTERED.get() {
-        // SAFETY: adds a function pointer to the backend's callback table; it lives as long as
-        // the library, which PostgreSQL never unloads.
-        unsafe { pg_sys::CacheRegisterRelcacheCallback(Some(on_relcache), Datum::from(0usize)) };
-        REGISTERED.set(true);
-    }
-    let generation = GENERATION.get();
-    let k = match KNOWN.get() {
-        Known::Unknown => {
-            let k = resolve()?;
-            if GENERATION.get() == generation {
-                KNOWN.set(k);
-            }
-            k
-        }
-        k => k,
-    };
-    Ok(match k {
-        Known::Present(r) => (Some(r), generation),
-        _ => (None, generation),
-    })
-}
-
-/// Scan `index` of `table` for rows whose first index column equals `key` (a text), under the
-/// statement's snapshot, calling `each` until it returns false. False when the relations changed
-/// while being opened (the caller resolves again).
-fn scan_text(
-    table: Oid,
-    index: Oid,
-    generation: u64,
-    key: &str,
-    mut each: impl FnMut(*mut TupleTableSlot) -> bool,
-) -> TsResult<bool> {
-    let lock = pg_sys::AccessShareLock as pg_sys::LOCKMODE;
-    // SAFETY: try_relation_open locks the OID (processing pending invalidations) and returns
-    // NULL, lock released, when no such relation exists any more.
-    let heap: Relation = unsafe { pg_sys::try_relation_open(table, lock) };
-    if heap.is_null() {
-        return Ok(false);
-    }
-    // SAFETY: as above, for the index.
-    let idx: Relation = unsafe { pg_sys::try_relation_open(index, lock) };
-    if idx.is_null() || GENERATION.get() != generation {
-        // SAFETY: closes what was opened just above, releasing its lock.
-        unsafe {
-            if !idx.is_null() {
-                pg_sys::relation_close(idx, lock);
-            }
-            pg_sys::relation_close(heap, lock);
-        }
-        return Ok(false);
-    }
-    // SAFETY: ActiveSnapshotSet only reads the snapshot stack.
-    if !unsafe { pg_sys::ActiveSnapshotSet() } {
-        // SAFETY: closes the relations opened above (locks kept to the transaction's end).
-        unsafe {
-            pg_sys::relation_close(idx, pg_sys::NoLock as pg_sys::LOCKMODE);
-            pg_sys::relation_close(heap, pg_sys::NoLock as pg_sys::LOCKMODE);
-        }
-        return Err(TsError::Internal("no active snapshot to read under".into()));
-    }
-    let arg = key.into_datum().expect("text datum");
-    // SAFETY: heap and idx are open and locked; idx is a btree whose first column is text; the
-    // active snapshot is valid for this call; the slot, scan and scan key are freed below in the
-    // reverse order of creation; the relations stay locked (NoLock on close) to the transaction's
-    // end, as the executor keeps them.
-    unsafe {
-        let snapshot = pg_sys::GetActiveSnapshot();
-        let slot = pg_sys::table_slot_create(heap, std::ptr::null_mut());
-        #[cfg(not(feature = "pg18"))]
-        let desc = pg_sys::index_beginscan(heap, idx, snapshot, 1, 0);
-        #[cfg(feature = "pg18")]
-        let desc = pg_sys::index_beginscan(heap, idx, snapshot, std::ptr::null_mut(), 1, 0);
-        let mut skey = pg_sys::ScanKeyData::default();
-        pg_sys::ScanKeyEntryInitialize(
-            &mut skey,
-            0,
-            1,
-            pg_sys::BTEqualStrategyNumber as pg_sys::StrategyNumber,
-            Oid::INVALID,
-            *(*idx).rd_indcollation,
-            Oid::from(pg_sys::F_TEXTEQ),
-            arg,
-        );
-        pg_sys::index_rescan(desc, &mut skey, 1, std::ptr::null_mut(), 0);
-        while pg_sys::index_getnext_slot(desc, pg_sys::ScanDirection::ForwardScanDirection, slot) {
-            if !each(slot) {
-                break;
-            }
-        }
-        pg_sys::index_endscan(desc);
-        pg_sys::ExecDropSingleTupleTableSlot(slot);
-        pg_sys::relation_close(idx, pg_sys::NoLock as pg_sys::LOCKMODE);
-        pg_sys::relation_close(heap, pg_sys::NoLock as pg_sys::LOCKMODE);
-    }
-    Ok(true)
-}
-
-fn get<T: FromDatum>(slot: *mut TupleTableSlot, attnum: i16) -> Option<T> {
-    let mut isnull = false;
-    // SAFETY: the slot holds a row of the scanned table while `each` runs; attnum comes from
-    // get_attnum on that table; FromDatum copies the value out.
-    unsafe {
-        let datum = pg_sys::slot_getattr(slot, i32::from(attnum), &mut isnull);
-        T::from_datum(datum, isnull)
-    }
-}
 
 /// What the verify path needs of a registered issuer.
 #[derive(Debug, Default)]
@@ -252,57 +40,48 @@ fn strings(v: Option<Vec<Option<String>>>) -> Option<Vec<String>> {
 /// The registered issuer `iss`, under the statement's snapshot; None when it is not registered
 /// (or this database has no issuer tables yet).
 pub fn issuer(iss: &str) -> TsResult<Option<IssuerPolicy>> {
-    for _ in 0..4 {
-        let (Some(r), generation) = known()? else {
-            return Ok(None);
-        };
-        let mut found = None;
-        let done = scan_text(r.providers, r.providers_pkey, generation, iss, |slot| {
+    let arg = iss.into_datum().expect("text datum");
+    let mut found = None;
+    probe::scan(
+        |r| r.issuers.map(|i| i.providers),
+        Some(arg),
+        |r, row| {
+            let Some(i) = r.issuers else { return false };
             found = Some(IssuerPolicy {
-                audiences: strings(get::<Vec<Option<String>>>(slot, r.p_audiences)),
-                algs: strings(get::<Vec<Option<String>>>(slot, r.p_algs)),
-                fresh_until: get::<i64>(slot, r.p_fresh_until)
+                audiences: strings(row.get::<Vec<Option<String>>>(i.audiences)),
+                algs: strings(row.get::<Vec<Option<String>>>(i.algs)),
+                fresh_until: row
+                    .get::<i64>(i.fresh_until)
                     .map(|us| us as f64 / 1e6 + PG_EPOCH_OFFSET_S),
             });
             false
-        })?;
-        if done {
-            return Ok(found);
-        }
-        KNOWN.set(Known::Unknown);
-    }
-    Err(TsError::Internal(
-        "token_store's tables kept changing while being opened".into(),
-    ))
+        },
+    )?;
+    Ok(found)
 }
 
 /// The keys of issuer `iss` whose kid is `kid` (every key when `kid` is None), under the
 /// statement's snapshot.
 pub fn issuer_keys(iss: &str, kid: Option<&str>) -> TsResult<Vec<IssuerKeyRow>> {
-    for _ in 0..4 {
-        let (Some(r), generation) = known()? else {
-            return Ok(Vec::new());
-        };
-        let mut out = Vec::new();
-        let done = scan_text(r.keys, r.keys_pkey, generation, iss, |slot| {
-            let row_kid = get::<String>(slot, r.k_kid);
+    let arg = iss.into_datum().expect("text datum");
+    let mut out = Vec::new();
+    probe::scan(
+        |r| r.issuers.map(|i| i.keys),
+        Some(arg),
+        |r, row| {
+            let Some(i) = r.issuers else { return false };
+            let row_kid = row.get::<String>(i.kid);
             if kid.is_none() || row_kid.as_deref() == kid {
                 out.push(IssuerKeyRow {
                     kid: row_kid,
-                    alg: get::<String>(slot, r.k_alg),
-                    material: get::<Vec<u8>>(slot, r.k_material).unwrap_or_default(),
+                    alg: row.get::<String>(i.alg),
+                    material: row.get::<Vec<u8>>(i.material).unwrap_or_default(),
                 });
             }
             true
-        })?;
-        if done {
-            return Ok(out);
-        }
-        KNOWN.set(Known::Unknown);
-    }
-    Err(TsError::Internal(
-        "token_store's tables kept changing while being opened".into(),
-    ))
+        },
+    )?;
+    Ok(out)
 }
 
 // ---- statements (admin functions and the worker) --------------------------------------------

@@ -18,6 +18,7 @@ use pgrx::{JsonB, Spi};
 
 use crate::error::{TsError, TsResult};
 
+pub mod dpop;
 pub mod issuers;
 pub mod sessions;
 

@@ -41,6 +41,8 @@ pub struct NewSession<'a> {
     pub metadata: Option<&'a [u8]>,
     pub fingerprint: &'a str,
     pub refresh_hash: &'a [u8; 32],
+    /// The DPoP key thumbprint the session is bound to (RFC 9449 section 5), when bound.
+    pub dpop_jkt: Option<&'a str>,
 }
 
 /// Insert a session (generation 0) and its first refresh token.
@@ -50,11 +52,24 @@ pub fn insert_session(s: &NewSession) -> TsResult<()> {
              VALUES ($12, $1, 0, to_timestamp($3), to_timestamp($4))) \
          INSERT INTO token_store.sessions (id, subject, generation, created_at, refreshed_at, \
              expires_at, access_expires_at, access_ttl, refresh_ttl, kid, claims, metadata, \
+             key_fingerprint, dpop_jkt) \
+         VALUES ($1, $2, 0, to_timestamp($3), to_timestamp($3), to_timestamp($4), to_timestamp($5), \
+             make_interval(secs => $6), make_interval(secs => $7), $8, $9, $10, $11, $13)";
+    // the 0.3.0 schema (the new library before ALTER EXTENSION UPDATE) has no dpop_jkt column
+    const SQL_0_3: &str = "WITH r AS (INSERT INTO token_store.refresh_tokens \
+                 (token_hash, session_id, generation, created_at, expires_at) \
+             VALUES ($12, $1, 0, to_timestamp($3), to_timestamp($4))) \
+         INSERT INTO token_store.sessions (id, subject, generation, created_at, refreshed_at, \
+             expires_at, access_expires_at, access_ttl, refresh_ttl, kid, claims, metadata, \
              key_fingerprint) \
          VALUES ($1, $2, 0, to_timestamp($3), to_timestamp($3), to_timestamp($4), to_timestamp($5), \
              make_interval(secs => $6), make_interval(secs => $7), $8, $9, $10, $11)";
     write(
-        SQL,
+        if super::dpop::installed()? {
+            SQL
+        } else {
+            SQL_0_3
+        },
         &[
             T::UUIDOID,
             T::TEXTOID,
@@ -68,6 +83,7 @@ pub fn insert_session(s: &NewSession) -> TsResult<()> {
             T::BYTEAOID,
             T::TEXTOID,
             T::BYTEAOID,
+            T::TEXTOID,
         ],
         &[
             to_uuid(s.id).into(),
@@ -82,6 +98,7 @@ pub fn insert_session(s: &NewSession) -> TsResult<()> {
             s.metadata.into(),
             s.fingerprint.into(),
             s.refresh_hash.as_slice().into(),
+            s.dpop_jkt.into(),
         ],
         |_| Ok(()),
     )
@@ -101,6 +118,8 @@ pub struct LockedSession {
     pub claims: Vec<u8>,
     pub metadata: Option<Vec<u8>>,
     pub fingerprint: String,
+    /// The DPoP key thumbprint the session is bound to, when bound.
+    pub dpop_jkt: Option<String>,
 }
 
 /// The refresh token presented, as it stands once its session is locked.
@@ -123,11 +142,24 @@ pub fn lock_by_refresh(hash: &[u8; 32]) -> TsResult<Option<(LockedSession, Refre
     const LOCK: &str = "SELECT id, generation, \
              extract(epoch FROM created_at)::float8, extract(epoch FROM refreshed_at)::float8, \
              extract(epoch FROM access_ttl)::float8, extract(epoch FROM refresh_ttl)::float8, \
-             kid, ended_at IS NOT NULL, claims, metadata, key_fingerprint \
+             kid, ended_at IS NOT NULL, claims, metadata, key_fingerprint, dpop_jkt \
          FROM token_store.sessions \
          WHERE id = (SELECT session_id FROM token_store.refresh_tokens WHERE token_hash = $1) \
          FOR UPDATE";
-    let session = write(LOCK, &[T::BYTEAOID], &[hash.as_slice().into()], |t| {
+    // the 0.3.0 schema (the new library before ALTER EXTENSION UPDATE) has no dpop_jkt column
+    const LOCK_0_3: &str = "SELECT id, generation, \
+             extract(epoch FROM created_at)::float8, extract(epoch FROM refreshed_at)::float8, \
+             extract(epoch FROM access_ttl)::float8, extract(epoch FROM refresh_ttl)::float8, \
+             kid, ended_at IS NOT NULL, claims, metadata, key_fingerprint, NULL::text \
+         FROM token_store.sessions \
+         WHERE id = (SELECT session_id FROM token_store.refresh_tokens WHERE token_hash = $1) \
+         FOR UPDATE";
+    let lock = if super::dpop::installed()? {
+        LOCK
+    } else {
+        LOCK_0_3
+    };
+    let session = write(lock, &[T::BYTEAOID], &[hash.as_slice().into()], |t| {
         let Some(row) = t.into_iter().next() else {
             return Ok(None);
         };
@@ -146,6 +178,7 @@ pub fn lock_by_refresh(hash: &[u8; 32]) -> TsResult<Option<(LockedSession, Refre
             claims: row.get::<Vec<u8>>(9)?.unwrap_or_default(),
             metadata: row.get::<Vec<u8>>(10)?,
             fingerprint: row.get::<String>(11)?.unwrap_or_default(),
+            dpop_jkt: row.get::<String>(12)?,
         }))
     })?;
     let Some(session) = session else {

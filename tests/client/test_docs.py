@@ -745,8 +745,11 @@ def readme_members() -> set[str]:
     api = readme_section("API")
     members = set()
     for name, args in re.findall(r"^#### `(\w+)\(([^)]*)\)", api, re.M):
-        # "name type [default ...]", the type possibly of two words (double precision)
+        # "name type [default ...]", the type possibly of two words (double precision);
+        # pg_describe_object spells types out (timestamptz: timestamp with time zone)
+        spelled = {"timestamptz": "timestamp with time zone"}
         types = [a.split(" default")[0].split(None, 1)[1] for a in args.split(",") if a.strip()]
+        types = [spelled.get(t, t) for t in types]
         members.add(f"function token_store.{name}({','.join(types)})")
     members |= {f"view token_store.{v}" for v in re.findall(r"view `token_store\.(\w+)`", api)}
     table_text = readme_section("The managed table")

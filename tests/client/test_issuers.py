@@ -236,6 +236,43 @@ def test_revocation_applies_to_issuer_tokens(ts, conn, provider):
     ts.assert_rejected(conn, t2, "subject_revoked")
 
 
+def test_dpop_bound_issuer_tokens(ts, conn, provider):
+    """A registered issuer's token carrying cnf.jkt (Keycloak and Okta issue them) is bound like
+    ours: refused by jwt_verify while dpop_enforce is on, accepted by jwt_verify_dpop with a proof
+    of that key only (issue 23, item 3)."""
+    from jwcrypto import jwk as jwjwk, jws as jwjws
+    from jwcrypto.common import json_encode
+    p = provider()
+    add(ts, conn, p.issuer)
+    client = jwjwk.JWK.generate(kty="EC", crv="P-256")
+    jkt = client.thumbprint()
+    token = p.keys[0].sign(claims(p, sub="dpop-user", cnf={"jkt": jkt}))
+    htu = "https://api.example.com/orders"
+
+    def proof(key, tok):
+        payload = {"jti": str(uuid.uuid4()), "htm": "POST", "htu": htu, "iat": int(time.time()),
+                   "ath": b64url(hashlib.sha256(tok.encode()).digest())}
+        t = jwjws.JWS(json_encode(payload))
+        t.add_signature(key, alg="ES256", protected=json_encode(
+            {"typ": "dpop+jwt", "alg": "ES256", "jwk": json.loads(key.export_public())}))
+        return t.serialize(compact=True)
+
+    ts.assert_rejected(conn, token, "dpop_required")
+    got = ts.one(conn, "SELECT token_store.jwt_verify_dpop(%s, %s, 'POST', %s)",
+                 (token, proof(client, token), htu))
+    assert got["sub"] == "dpop-user" and got["cnf"]["jkt"] == jkt
+    other = jwjwk.JWK.generate(kty="EC", crv="P-256")
+    with ts.expect_error("28000", "token rejected: dpop_mismatch"):
+        conn.execute("SELECT token_store.jwt_verify_dpop(%s, %s, 'POST', %s)",
+                     (token, proof(other, token), htu))
+    # an unbound token of the issuer is no DPoP token
+    plain = p.keys[0].sign(claims(p, sub="bearer-user"))
+    assert ts.valid(conn, plain) is True
+    with ts.expect_error("28000", "token rejected: dpop_mismatch"):
+        conn.execute("SELECT token_store.jwt_verify_dpop(%s, %s, 'POST', %s)",
+                     (plain, proof(client, plain), htu))
+
+
 # ---- rotation, schedule and the worker ------------------------------------------------------
 
 

@@ -21,6 +21,7 @@ DEFINER_FUNCTIONS = {
     "create_key", "set_key_state", "jwt_issue", "jwt_store",
     "jwt_revoke", "jwt_revoke_id", "jwt_revoke_subject", "jwt_payload", "purge", "purge_expired", "stats",
     "session_start", "session_refresh", "session_end", "session_end_subject", "sessions",
+    "dpop_verify", "jwt_verify_dpop", "revocations_since",
 }
 # They run no SQL (they read the tables by index probes): SECURITY INVOKER, no per-call search_path,
 # guarded by their EXECUTE grants alone.
@@ -33,6 +34,7 @@ DUMMY_ARGS = {
     "text": "x", "jsonb": Jsonb({}), "interval": datetime.timedelta(minutes=1),
     "uuid": uuid.UUID(int=0), "bigint": 1, "integer": 1, "boolean": False, "double precision": 1.0,
     "text[]": ["x"],
+    "timestamp with time zone": datetime.datetime(2000, 1, 1, tzinfo=datetime.timezone.utc),
 }
 
 

@@ -20,6 +20,7 @@ from pathlib import Path
 import jwt
 import pytest
 from psycopg import sql
+from psycopg.types.json import Jsonb
 
 ROOT = Path(__file__).resolve().parents[2]
 RELEASED = ROOT / "sql" / "released"
@@ -187,6 +188,11 @@ def test_update_from_each_older_release(ts, old):
     assert ts.valid(conn, with_sid) is True
     assert ts.one(conn, "SELECT token_store.purge()") == 0
     assert ts.one(conn, "SELECT count(*) FROM token_store.stats") == 1
+    if version_key(old) >= version_key("0.3.0"):
+        # the 0.3.0 signatures of session_start and session_refresh, served by the new library
+        old_pair = ts.one(conn, """SELECT token_store.session_start('{"sub": "up-old"}', kid => 'up-hs')""")
+        assert "access_token" in ts.one(conn, "SELECT token_store.session_refresh(%s)",
+                                        (old_pair["refresh_token"],))
 
     conn.execute("ALTER EXTENSION token_store UPDATE")
     assert ts.one(conn, "SELECT extversion FROM pg_extension WHERE extname = 'token_store'") == current
@@ -200,13 +206,24 @@ def test_update_from_each_older_release(ts, old):
     ts.assert_rejected(conn, ts.mint(ts.claims("up-erin", ttl=600) | {"iat": 1_000_000_000}, secret, "HS256",
                                      "up-hs"), "subject_revoked")
     payload_subs = sorted(p["sub"] for (p,) in conn.execute(
-        "SELECT token_store.jwt_payload(id) FROM token_store.tokens").fetchall())
+        "SELECT token_store.jwt_payload(id) FROM token_store.tokens WHERE subject <> 'up-old'").fetchall())
     assert payload_subs == ["up-alice", "up-bob", "up-carol", "up-dave", "up-frank"]
     assert ts.valid(conn, with_sid) is True
     if version_key(old) < version_key("0.3.0"):
         pair = ts.one(conn, """SELECT token_store.session_start('{"sub": "up-sess"}', kid => 'up-hs')""")
         assert ts.verify(conn, pair["access_token"])["sid"] == pair["session_id"]
         assert "access_token" in ts.one(conn, "SELECT token_store.session_refresh(%s)", (pair["refresh_token"],))
+    # 0.4.0: sessions bound to a DPoP key, the replay cache and the events
+    jkt = "0ZcOCORZNYy-DWpqq30jZyJGHTN0d2HglBV3uiguA4I"
+    bound = ts.one(conn, "SELECT token_store.session_start(%s, kid => 'up-hs', dpop_jkt => %s)",
+                   (Jsonb({"sub": "up-dpop"}), jkt))
+    assert ts.one(conn, "SELECT token_store.jwt_introspect(%s)", (bound["access_token"],)) == {
+        "active": False, "reason": "dpop_required"}
+    assert ts.one(conn, "SELECT token_store.session_refresh(%s)", (bound["refresh_token"],))["reason"] == "dpop_mismatch"
+    assert "access_token" in ts.one(conn, "SELECT token_store.session_refresh(%s, NULL, %s)",
+                                    (bound["refresh_token"], jkt))
+    assert ts.one(conn, "SELECT count(*) FROM token_store.revocations_since('-infinity') "
+                        "WHERE event = 'token_revoked' AND sub = 'up-dave'") == 1
     after = ts.issue(conn, ts.claims("upgraded"), kid="up-hs")
     assert jwt.decode(after, secret, algorithms=["HS256"])["sub"] == "upgraded"
     ts.drop_db(DB)

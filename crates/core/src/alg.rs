@@ -113,11 +113,20 @@ pub enum Reason {
     SessionExpired,
     SessionIdle,
     IssuerUnavailable,
+    DpopInvalid,
+    DpopReplayed,
+    DpopStale,
+    DpopHtmMismatch,
+    DpopHtuMismatch,
+    DpopAthMismatch,
+    DpopNonceMismatch,
+    DpopRequired,
+    DpopMismatch,
 }
 
 impl Reason {
     /// Every reason, in a fixed order (also the order of the outcome counters).
-    pub const ALL: [Reason; 17] = [
+    pub const ALL: [Reason; 26] = [
         Reason::BadSignature,
         Reason::UnknownKey,
         Reason::AlgorithmNotAllowed,
@@ -135,6 +144,15 @@ impl Reason {
         Reason::SessionExpired,
         Reason::SessionIdle,
         Reason::IssuerUnavailable,
+        Reason::DpopInvalid,
+        Reason::DpopReplayed,
+        Reason::DpopStale,
+        Reason::DpopHtmMismatch,
+        Reason::DpopHtuMismatch,
+        Reason::DpopAthMismatch,
+        Reason::DpopNonceMismatch,
+        Reason::DpopRequired,
+        Reason::DpopMismatch,
     ];
 
     /// The contract's reason code.
@@ -157,6 +175,15 @@ impl Reason {
             Reason::SessionExpired => "session_expired",
             Reason::SessionIdle => "session_idle",
             Reason::IssuerUnavailable => "issuer_unavailable",
+            Reason::DpopInvalid => "dpop_invalid",
+            Reason::DpopReplayed => "dpop_replayed",
+            Reason::DpopStale => "dpop_stale",
+            Reason::DpopHtmMismatch => "dpop_htm_mismatch",
+            Reason::DpopHtuMismatch => "dpop_htu_mismatch",
+            Reason::DpopAthMismatch => "dpop_ath_mismatch",
+            Reason::DpopNonceMismatch => "dpop_nonce_mismatch",
+            Reason::DpopRequired => "dpop_required",
+            Reason::DpopMismatch => "dpop_mismatch",
         }
     }
 
@@ -204,6 +231,15 @@ mod tests {
                 "session_expired",
                 "session_idle",
                 "issuer_unavailable",
+                "dpop_invalid",
+                "dpop_replayed",
+                "dpop_stale",
+                "dpop_htm_mismatch",
+                "dpop_htu_mismatch",
+                "dpop_ath_mismatch",
+                "dpop_nonce_mismatch",
+                "dpop_required",
+                "dpop_mismatch",
             ]
         );
         for (i, r) in Reason::ALL.iter().enumerate() {

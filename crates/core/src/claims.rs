@@ -24,6 +24,9 @@ pub struct Claims {
     pub aud: Vec<String>,
     /// `sid` when it is a string (a session's tokens carry it); not a registered claim.
     pub sid: Option<String>,
+    /// Set when `cnf` is an object with a `jkt` member (RFC 9449 section 6.1: the token is bound
+    /// to a DPoP key): that member when it is a string, else `Some(None)`.
+    pub cnf_jkt: Option<Option<String>>,
 }
 
 /// Deepest nesting of objects and arrays accepted in a token's header or claims; the top-level
@@ -451,7 +454,16 @@ pub fn registered_claims(payload: &Map<String, Value>) -> Result<Claims, String>
             .get("sid")
             .and_then(Value::as_str)
             .map(str::to_owned),
+        cnf_jkt: cnf_jkt(payload.get("cnf")),
     })
+}
+
+/// What [`Claims::cnf_jkt`] holds for a payload's `cnf` member.
+pub fn cnf_jkt(cnf: Option<&Value>) -> Option<Option<String>> {
+    match cnf {
+        Some(Value::Object(o)) => o.get("jkt").map(|j| j.as_str().map(str::to_owned)),
+        _ => None,
+    }
 }
 
 /// What a verification demands of the claims.

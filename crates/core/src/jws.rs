@@ -161,7 +161,9 @@ pub fn parse_with_header(
 }
 
 /// The payload members [`claims_at`] reads, in the order it checks them.
-const CLAIM_NAMES: [&str; 8] = ["aud", "exp", "nbf", "iat", "sub", "iss", "jti", "sid"];
+const CLAIM_NAMES: [&str; 9] = [
+    "aud", "exp", "nbf", "iat", "sub", "iss", "jti", "sid", "cnf",
+];
 
 /// The registered claims from the spans of [`CLAIM_NAMES`] in a checked payload, with the same
 /// checks and messages as [`registered_claims`] on its serde_json object.
@@ -217,6 +219,14 @@ fn claims_at(text: &str, f: &[Option<Range<usize>>; CLAIM_NAMES.len()]) -> Resul
         jti: string(6, "jti")?,
         // not a registered claim: a session's tokens carry it; any other type is no session's
         sid: f[7].as_ref().and_then(|span| scan::string_at(text, span)),
+        // only a bound token pays for reading its small `cnf` object into a tree
+        cnf_jkt: match &f[8] {
+            Some(span) if text.as_bytes()[span.start] == b'{' => {
+                let cnf = serde_json::from_str::<Value>(&text[span.clone()]).ok();
+                crate::claims::cnf_jkt(cnf.as_ref())
+            }
+            _ => None,
+        },
         aud,
     })
 }

@@ -4,6 +4,8 @@
 pub mod aead;
 pub mod alg;
 pub mod claims;
+pub mod dpop;
+pub mod events;
 pub mod jwks_fetch;
 pub mod jws;
 pub mod keys;

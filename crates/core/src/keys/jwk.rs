@@ -355,3 +355,18 @@ pub fn jwks_entries(jwks: &Value) -> Result<Vec<(String, Alg, KeyMaterial)>, Str
     }
     Ok(out)
 }
+
+/// A key to check signatures of `alg` with, from a JWK that must be public: one holding a private
+/// or secret member (`d`, `p`, `k`, ...) is refused, not stripped. For a DPoP proof's `jwk` header.
+pub fn verifying_key_from_jwk(o: &Map<String, Value>, alg: Alg) -> Result<LoadedKey, String> {
+    if let Some(m) = PRIVATE_JWK_MEMBERS.iter().find(|m| o.contains_key(**m)) {
+        return Err(format!(
+            "the JWK holds the private member \"{m}\"; only a public key may be sent"
+        ));
+    }
+    if alg.is_hmac() {
+        return Err(format!("{} has no public key", alg.as_str()));
+    }
+    let material = key_from_jwk(o, alg, false)?.to_material()?;
+    load_key(alg, &material)
+}
