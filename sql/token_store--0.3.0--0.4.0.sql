@@ -1,5 +1,5 @@
 -- token_store 0.3.0 -> 0.4.0
--- Under development until 0.4.0 is archived in sql/released/; never edit once released.
+-- Released with 0.4.0 (archived in sql/released/): never edit.
 -- tests/client/test_upgrade.py installs each older release, makes data, runs ALTER EXTENSION
 -- token_store UPDATE and compares every object with a fresh 0.4.0 install.
 

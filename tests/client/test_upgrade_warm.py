@@ -63,6 +63,29 @@ def session_ended_in(ts, a, b):
     assert ts.one(b, "SELECT token_store.jwt_revoke_subject('upwarm-nobody')") == 0
 
 
+def issuer_token(ts):
+    """A registered issuer's ES256 token and the rows that register it (as a good fetch leaves
+    them), written by a superuser: no identity provider is needed to show the tables are read."""
+    import jwt
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    key = ec.generate_private_key(ec.SECP256R1())
+    spki = key.public_key().public_bytes(serialization.Encoding.DER,
+                                         serialization.PublicFormat.SubjectPublicKeyInfo)
+    iss = "https://upwarm-idp.example"
+    token = jwt.encode(ts.claims(sub="upwarm-idp-user") | {"iss": iss}, key, algorithm="ES256",
+                       headers={"kid": "upwarm-idp-1"})
+    return iss, spki, token
+
+
+def register_issuer(a, iss, spki):
+    a.execute("""INSERT INTO token_store.identity_providers (issuer, jwks_uri, fetched_at, fresh_until,
+                        next_fetch_at) VALUES (%s, 'https://upwarm-idp.example/certs', now(),
+                        now() + interval '1 day', now() + interval '1 day')""", (iss,))
+    a.execute("""INSERT INTO token_store.issuer_keys (issuer, position, kid, alg, material)
+                 VALUES (%s, 0, 'upwarm-idp-1', 'ES256', %s)""", (iss, spki))
+
+
 @pytest.mark.parametrize("old", ["0.2.0", "0.3.0"])
 def test_warm_backend_across_alter_extension_update(ts, db, old):
     """0.2.0 -> 0.3.0 (the update adds the session tables) and 0.3.0 -> the current version."""
@@ -74,9 +97,20 @@ def test_warm_backend_across_alter_extension_update(ts, db, old):
     secret = ts.create_key(a, KID, "HS256")
     token = warm_backend(ts, b, secret)
 
+    iss, spki, idp_token = issuer_token(ts)
+    if old == "0.3.0":
+        # no issuer tables yet: the token's kid is no key of ours
+        ts.assert_rejected(b, idp_token, "unknown_key")
+
     a.execute(sql.SQL("ALTER EXTENSION token_store UPDATE TO {}").format(sql.Literal(target)))
     assert version_of(ts, a) == target
     session_ended_in(ts, a, b)
+    if old == "0.3.0":
+        # the issuer tables the update added are read by the warm backend at its next statement
+        register_issuer(a, iss, spki)
+        assert ts.valid(b, idp_token) is True
+        a.execute("DELETE FROM token_store.issuer_keys WHERE issuer = %s", (iss,))
+        ts.assert_rejected(b, idp_token, "unknown_key")
     assert ts.valid(b, token) is True
     a.execute("SELECT token_store.set_key_state(%s, 'retired')", (KID,))
     ts.assert_rejected(b, token, "unknown_key")

@@ -349,10 +349,18 @@ def test_purge_role_can_do_nothing_but_purge(ts, cl):
                         "UPDATE token_store.tokens SET revoked_at = NULL",
                         "DELETE FROM token_store.subject_revocations",
                         "DELETE FROM token_store.sessions",
+                        "DELETE FROM token_store.dpop_proofs",
                         "SELECT count(*) FROM token_store.tokens",
                         "SELECT token_store.purge()"):
             with ts.expect_error("42501"):
                 purge.execute(attempt)
+        # no privilege on any table or column of the schema, the DPoP replay cache included
+        assert ts.rows(admin, """
+            SELECT c.relname FROM pg_class c
+             WHERE c.relnamespace = 'token_store'::regnamespace AND c.relkind IN ('r', 'v', 'p', 'm')
+               AND (has_table_privilege(%(r)s, c.oid, 'SELECT,INSERT,UPDATE,DELETE,TRUNCATE,REFERENCES')
+                    OR has_any_column_privilege(%(r)s, c.oid, 'SELECT,INSERT,UPDATE,REFERENCES'))""",
+                       {"r": PURGE_ROLE}) == []
         ts.wait_for(lambda: ts.one(conn, "SELECT now() > max(expires_at) FROM token_store.tokens WHERE subject = %s",
                                    (expired,)), 5, "the 1-second token to expire")
         rows = ts.rows(purge, "SELECT deleted FROM token_store.purge_expired('tokens', 1000000)")
