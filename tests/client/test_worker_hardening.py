@@ -355,7 +355,7 @@ def test_purge_role_can_do_nothing_but_purge(ts, cl):
             with ts.expect_error("42501"):
                 purge.execute(attempt)
         # no privilege on any table or column of the schema, the DPoP replay cache included
-        assert ts.rows(admin, """
+        assert ts.rows(conn, """
             SELECT c.relname FROM pg_class c
              WHERE c.relnamespace = 'token_store'::regnamespace AND c.relkind IN ('r', 'v', 'p', 'm')
                AND (has_table_privilege(%(r)s, c.oid, 'SELECT,INSERT,UPDATE,DELETE,TRUNCATE,REFERENCES')
