@@ -126,14 +126,7 @@ pub fn verify_bound(
         remember(&p)?;
         Ok(v.parsed.payload_map())
     })();
-    match &result {
-        Ok(_) => shmem::counters().count(Ok(())),
-        Err(TsError::Rejected(r) | TsError::RejectedBecause { reason: r, .. }) => {
-            shmem::counters().count(Err(*r))
-        }
-        Err(TsError::InvalidToken(_)) => shmem::counters().count(Err(Reason::Malformed)),
-        Err(_) => {}
-    }
+    tokens::count_outcome(&result);
     result
 }
 

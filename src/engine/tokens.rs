@@ -131,13 +131,21 @@ pub fn verify<'a>(
         return verify_uncounted(token, audience, issuer, mode);
     }
     let result = issuers::counted(|| verify_uncounted(token, audience, issuer, mode));
-    match &result {
+    count_outcome(&result);
+    result
+}
+
+/// Count a verification's outcome in `stats()`: accepted, or the reason of a refusal (a token
+/// that is not a JWT is `malformed`); any other error counts nothing.
+pub(super) fn count_outcome<T>(result: &TsResult<T>) {
+    match result {
         Ok(_) => shmem::counters().count(Ok(())),
-        Err(TsError::Rejected(r)) => shmem::counters().count(Err(*r)),
+        Err(TsError::Rejected(r) | TsError::RejectedBecause { reason: r, .. }) => {
+            shmem::counters().count(Err(*r))
+        }
         Err(TsError::InvalidToken(_)) => shmem::counters().count(Err(Reason::Malformed)),
         Err(_) => {}
     }
-    result
 }
 
 pub(super) fn verify_uncounted<'a>(
